@@ -1,0 +1,160 @@
+//! Checking a live tree against a manifest.
+//!
+//! The scan runs with the manifest's own policy; each live entry is looked
+//! up in the manifest and compared, and whatever the manifest has that the
+//! scan never saw is *removed* -- unless it lies below a directory that
+//! could not be read or a mount point that was not entered, in which case
+//! it was not checked and the finding says so (*unreadable*). Nothing that
+//! went unchecked can yield a clean verdict.
+
+use crate::manifest::diff::{compare, Counts, Finding, FindingKind, Verdict};
+use crate::manifest::Manifest;
+use crate::policy::CompiledPolicy;
+use crate::scan::{self, ScanEvent, ScanOptions, ScanStats};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// Sorted by path, then kind.
+    pub findings: Vec<Finding>,
+    pub verdict: Verdict,
+    pub counts: Counts,
+    pub stats: ScanStats,
+}
+
+/// Why a check could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("the manifest's embedded policy is invalid: {0}")]
+    Policy(String),
+    #[error(transparent)]
+    Scan(#[from] scan::ScanError),
+}
+
+/// Check `root` against `manifest` with `threads` hashing threads.
+pub fn check_tree(
+    manifest: &Manifest,
+    root: &Path,
+    threads: usize,
+) -> Result<CheckReport, CheckError> {
+    let policy = CompiledPolicy::new(manifest.header.policy.clone(), "policy").map_err(|errs| {
+        CheckError::Policy(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let mut seen = vec![false; manifest.entries.len()];
+    let mut findings = Vec::new();
+    // Paths below which nothing was checked, with the index of the finding
+    // that explains why (so unchecked manifest entries are counted there).
+    // `None` for a mount point, which only becomes a finding if the
+    // manifest expected something below it.
+    let mut blind: HashMap<Box<[u8]>, Option<usize>> = HashMap::new();
+    let stats = scan::scan(
+        &ScanOptions {
+            root,
+            policy: &policy,
+            threads,
+        },
+        &mut |ev| match ev {
+            ScanEvent::Entry { entry, mount_point } => match manifest.find(&entry.path) {
+                Some(i) => {
+                    seen[i] = true;
+                    let expected = &manifest.entries[i];
+                    findings.extend(compare(expected, &entry, mount_point));
+                    if mount_point {
+                        // Only unknown if the image had something below it.
+                        blind.insert(entry.path, None);
+                    }
+                }
+                None if policy.may_appear(&entry.path) => {}
+                None => findings.push(Finding::simple(&entry.path, FindingKind::Added)),
+            },
+            ScanEvent::Unreadable {
+                path,
+                reason,
+                subtree,
+            } => {
+                match manifest.find(&path) {
+                    Some(i) => {
+                        seen[i] = true;
+                        findings.push(Finding::unreadable(&path, reason));
+                    }
+                    // It exists (its directory listed it) and the image
+                    // lacked it: that alone is drift.
+                    None if !policy.may_appear(&path) => {
+                        let mut f = Finding::simple(&path, FindingKind::Added);
+                        f.reason = Some(reason);
+                        findings.push(f);
+                    }
+                    None => findings.push(Finding::unreadable(&path, reason)),
+                }
+                if subtree {
+                    blind.insert(path, Some(findings.len() - 1));
+                }
+            }
+        },
+    )?;
+    let mut unchecked: HashMap<&[u8], u64> = HashMap::new();
+    for (entry, _) in manifest.entries.iter().zip(&seen).filter(|(_, s)| !**s) {
+        match blind_ancestor(&blind, &entry.path) {
+            Some(p) => *unchecked.entry(p).or_default() += 1,
+            None => findings.push(Finding::simple(&entry.path, FindingKind::Removed)),
+        }
+    }
+    let mut notes: Vec<Finding> = Vec::new();
+    for (path, n) in unchecked {
+        let note = format!(
+            "{n} manifest entr{} below not checked",
+            if n == 1 { "y" } else { "ies" }
+        );
+        match blind.get(path).copied().flatten() {
+            Some(i) => {
+                let f = &mut findings[i];
+                f.reason = Some(match f.reason.take() {
+                    Some(r) => format!("{r}; {note}"),
+                    None => note,
+                });
+            }
+            None => notes.push(Finding::unreadable(
+                path,
+                format!("mount point not entered (one_file_system); {note}"),
+            )),
+        }
+    }
+    findings.extend(notes);
+    findings.sort_by(|a, b| a.path.cmp(&b.path).then(a.kind.cmp(&b.kind)));
+    let verdict = Verdict::from_findings(&findings);
+    let counts = Counts::of(&findings);
+    Ok(CheckReport {
+        findings,
+        verdict,
+        counts,
+        stats,
+    })
+}
+
+/// The nearest ancestor of `path` below which nothing was checked.
+fn blind_ancestor<'a>(
+    blind: &'a HashMap<Box<[u8]>, Option<usize>>,
+    path: &[u8],
+) -> Option<&'a [u8]> {
+    if blind.is_empty() {
+        return None;
+    }
+    let mut p = path;
+    while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+        p = if i == 0 { b"/" } else { &p[..i] };
+        if let Some((k, _)) = blind.get_key_value(p) {
+            return Some(k);
+        }
+        if i == 0 {
+            break;
+        }
+    }
+    None
+}

@@ -1,0 +1,51 @@
+//! `driftd check`: compare a live tree with a manifest.
+
+use super::report::{self, ManifestInfo};
+use super::{CliError, Color, Format, Status};
+use crate::check::check_tree;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 clean, 1 drifted, 2 unknown (some path could not be \
+checked) or error. The manifest's embedded policy decides what is checked."
+)]
+pub struct CheckArgs {
+    /// The manifest baked from the image.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// The live tree to check.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Public key the manifest must be signed with (repeatable, for key
+    /// rotation).
+    #[arg(long, value_name = "FILE", required_unless_present = "allow_unsigned")]
+    pub trusted_key: Vec<PathBuf>,
+    /// Check without verifying a signature (for unsigned manifests).
+    #[arg(long, conflicts_with = "trusted_key")]
+    pub allow_unsigned: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Colour in text output.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// Hashing threads (0 = one per CPU).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn run(a: CheckArgs) -> Result<Status, CliError> {
+    let manifest = super::load_manifest(&a.manifest)?;
+    let trust = super::verify_signature(&manifest, &a.manifest, &a.trusted_key, a.allow_unsigned)?;
+    let started = std::time::Instant::now();
+    let report = check_tree(&manifest, &a.root, a.threads).map_err(|e| CliError(e.to_string()))?;
+    let info = ManifestInfo::new(&manifest, Some(&a.manifest), &trust);
+    let elapsed = started.elapsed();
+    match a.format {
+        Format::Json => report::print_check_json(&report, &info, &a.root, elapsed),
+        Format::Text => report::print_check_text(&report, &info, a.color.enabled()),
+    }
+    Ok(report.verdict.exit_code())
+}

@@ -1,0 +1,22 @@
+//! driftd: drift detection for immutable infrastructure.
+//!
+//! The data flows from the baked image to the verdict:
+//!
+//! - [`config`]: TOML text -> validated [`config::Config`], every error at once.
+//! - [`policy`] (pure): which paths are checked and which attributes.
+//! - [`manifest`] (pure): the versioned, signed on-disk format, its
+//!   entries, the path codec, and the comparison of entries into findings.
+//! - [`scan`]: walk + stat + hash a tree under a root, safely and in
+//!   parallel, producing entries.
+//! - [`check`]: a live scan against a manifest -> findings and a verdict.
+//! - [`cli`]: one file per subcommand; the only place that prints.
+//!
+//! `manifest` and `policy` touch no filesystem and no clock; `scan` and
+//! `check` depend on them, never the reverse.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod manifest;
+pub mod policy;
+pub mod scan;

@@ -1,0 +1,485 @@
+//! Walk, stat and hash a tree under a root, producing manifest entries.
+//!
+//! Security properties, each deliberate:
+//! - Symlinks are never followed: directories are opened with `O_NOFOLLOW`
+//!   and children are `lstat`ed relative to the open directory (`fstatat`
+//!   with `AT_SYMLINK_NOFOLLOW`).
+//! - Only regular files are opened for reading, with `O_NOFOLLOW |
+//!   O_NONBLOCK`, and the open descriptor is `fstat`ed and compared with
+//!   what the walk saw (device and inode): if a FIFO, a device or a symlink
+//!   was swapped in between, nothing is read and the path is reported as
+//!   changed. `O_NONBLOCK` means even a swapped-in FIFO cannot hang us.
+//! - A file is re-`fstat`ed after hashing; if it changed while being read it
+//!   is read once more, and if it changes again it is reported unreadable.
+//! - Files are read with large buffered reads, never mmap: a concurrent
+//!   truncation would SIGBUS an mmap reader.
+//! - Every per-path failure becomes an [`ScanEvent::Unreadable`], never an
+//!   abort and never a silent skip; only a root that cannot be opened at all
+//!   is an error.
+//!
+//! Parallelism: one walker thread lists directories and stats entries while
+//! `threads` hashing threads read files; results arrive on the caller's
+//! thread in no particular order (callers sort).
+
+mod meta;
+mod xattr;
+
+pub use meta::Meta;
+
+use crate::manifest::{Entry, FileKind};
+use crate::policy::{Attr, AttrSet, CompiledPolicy};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rustix::fs::{AtFlags, Dir, Mode, OFlags, CWD};
+use rustix::io::Errno;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Read buffer per hashing thread: large enough for BLAKE3's SIMD to work
+/// on many chunks at once, small enough to keep memory flat.
+const READ_BUF: usize = 256 * 1024;
+
+/// One result of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEvent {
+    /// A path and what it looks like now. `mount_point` is set for a
+    /// directory on another filesystem that was not descended into
+    /// (`one_file_system`): only its type is meaningful.
+    Entry { entry: Entry, mount_point: bool },
+    /// A path that could not be checked, and why. `subtree` is set when
+    /// nothing below it could be checked either.
+    Unreadable {
+        path: Box<[u8]>,
+        reason: String,
+        subtree: bool,
+    },
+}
+
+/// Counters from one scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    pub entries: u64,
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    pub unreadable: u64,
+}
+
+/// A scan that could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct ScanError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions<'a> {
+    pub root: &'a Path,
+    pub policy: &'a CompiledPolicy,
+    /// Hashing threads; 0 means one per CPU.
+    pub threads: usize,
+}
+
+struct Job {
+    rel: Box<[u8]>,
+    fs_path: Vec<u8>,
+    meta: Meta,
+    attrs: AttrSet,
+}
+
+/// Scan the tree, calling `sink` for every event on the calling thread.
+pub fn scan(
+    opts: &ScanOptions<'_>,
+    sink: &mut dyn FnMut(ScanEvent),
+) -> Result<ScanStats, ScanError> {
+    let root_fd = rustix::fs::open(
+        opts.root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ScanError {
+        op: "open root directory",
+        path: opts.root.to_path_buf(),
+        source: e.into(),
+    })?;
+    let root_meta = rustix::fs::fstat(&root_fd)
+        .map(|st| Meta::from_stat(&st))
+        .map_err(|e| ScanError {
+            op: "stat root directory",
+            path: opts.root.to_path_buf(),
+            source: e.into(),
+        })?;
+    drop(root_fd);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let mut stats = ScanStats::default();
+    let (job_tx, job_rx) = bounded::<Job>(threads * 256);
+    let (ev_tx, ev_rx) = bounded::<(ScanEvent, u64)>(4096);
+    std::thread::scope(|s| {
+        let walker = Walker {
+            root: opts.root.as_os_str().as_bytes(),
+            policy: opts.policy,
+            root_dev: root_meta.dev,
+            jobs: job_tx,
+            events: ev_tx.clone(),
+        };
+        s.spawn(move || walker.run(root_meta));
+        for _ in 0..threads {
+            let rx = job_rx.clone();
+            let tx = ev_tx.clone();
+            s.spawn(move || hash_worker(rx, tx));
+        }
+        drop(ev_tx);
+        drop(job_rx);
+        for (ev, bytes) in ev_rx.iter() {
+            match &ev {
+                ScanEvent::Entry { entry, .. } => {
+                    stats.entries += 1;
+                    if entry.hash.is_some() {
+                        stats.files_hashed += 1;
+                        stats.bytes_hashed = stats.bytes_hashed.saturating_add(bytes);
+                    }
+                }
+                ScanEvent::Unreadable { .. } => stats.unreadable += 1,
+            }
+            sink(ev);
+        }
+    });
+    Ok(stats)
+}
+
+/// A whole scan: sorted entries, unreadable paths with reasons, counters.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub entries: Vec<Entry>,
+    pub unreadable: Vec<(Box<[u8]>, String)>,
+    pub stats: ScanStats,
+}
+
+/// Scan into a sorted list of entries and a list of unreadable paths.
+pub fn scan_collect(opts: &ScanOptions<'_>) -> Result<Collected, ScanError> {
+    let mut entries = Vec::new();
+    let mut bad = Vec::new();
+    let stats = scan(opts, &mut |ev| match ev {
+        ScanEvent::Entry { entry, .. } => entries.push(entry),
+        ScanEvent::Unreadable { path, reason, .. } => bad.push((path, reason)),
+    })?;
+    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    bad.sort();
+    Ok(Collected {
+        entries,
+        unreadable: bad,
+        stats,
+    })
+}
+
+struct Walker<'a> {
+    root: &'a [u8],
+    policy: &'a CompiledPolicy,
+    root_dev: u64,
+    jobs: Sender<Job>,
+    events: Sender<(ScanEvent, u64)>,
+}
+
+fn unreadable(path: &[u8], reason: String, subtree: bool) -> ScanEvent {
+    ScanEvent::Unreadable {
+        path: path.into(),
+        reason,
+        subtree,
+    }
+}
+
+fn errno_text(e: Errno) -> String {
+    std::io::Error::from(e).to_string()
+}
+
+impl Walker<'_> {
+    fn fs_path(&self, rel: &[u8]) -> Vec<u8> {
+        if rel == b"/" {
+            return self.root.to_vec();
+        }
+        let root = self.root.strip_suffix(b"/").unwrap_or(self.root);
+        [root, rel].concat()
+    }
+
+    fn send(&self, ev: ScanEvent) {
+        // The receiver only goes away when the caller is gone; nothing to do.
+        let _ = self.events.send((ev, 0));
+    }
+
+    fn run(self, root_meta: Meta) {
+        let root_rel: Box<[u8]> = Box::from(&b"/"[..]);
+        let attrs = self.policy.attrs_for(&root_rel);
+        let root_path = self.fs_path(&root_rel);
+        let mut root_entry = root_meta.entry(root_rel.clone(), attrs);
+        if attrs.contains(Attr::Xattrs) {
+            match xattr::read_path(&root_path) {
+                Ok(x) => root_entry.xattrs = Some(x),
+                Err(e) => {
+                    self.send(unreadable(
+                        &root_rel,
+                        format!("cannot read xattrs: {e}"),
+                        false,
+                    ));
+                }
+            }
+        }
+        self.send(ScanEvent::Entry {
+            entry: root_entry,
+            mount_point: false,
+        });
+        let mut stack: Vec<(Box<[u8]>, Meta)> = vec![(root_rel, root_meta)];
+        while let Some((rel, meta)) = stack.pop() {
+            self.walk_dir(&rel, meta, &mut stack);
+        }
+    }
+
+    fn walk_dir(&self, rel: &[u8], expect: Meta, stack: &mut Vec<(Box<[u8]>, Meta)>) {
+        let fs_path = self.fs_path(rel);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd: OwnedFd = match rustix::fs::openat(CWD, fs_path.as_slice(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return, // vanished: the parent listing tells
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                self.send(unreadable(
+                    rel,
+                    "changed while being read (directory replaced)".into(),
+                    true,
+                ));
+                return;
+            }
+            Err(e) => {
+                self.send(unreadable(
+                    rel,
+                    format!("cannot open directory: {}", errno_text(e)),
+                    true,
+                ));
+                return;
+            }
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if Meta::from_stat(&st).same_object(&expect) => {}
+            Ok(_) => {
+                self.send(unreadable(
+                    rel,
+                    "changed while being read (directory replaced)".into(),
+                    true,
+                ));
+                return;
+            }
+            Err(e) => {
+                self.send(unreadable(
+                    rel,
+                    format!("cannot stat directory: {}", errno_text(e)),
+                    true,
+                ));
+                return;
+            }
+        }
+        let names = match Dir::read_from(&fd).and_then(|dir| {
+            let mut names = Vec::new();
+            for item in dir {
+                let item = item?;
+                let name = item.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    names.push(item.file_name().to_owned());
+                }
+            }
+            Ok(names)
+        }) {
+            Ok(n) => n,
+            Err(e) => {
+                self.send(unreadable(
+                    rel,
+                    format!("cannot list directory: {}", errno_text(e)),
+                    true,
+                ));
+                return;
+            }
+        };
+        let prefix: &[u8] = if rel == b"/" { b"" } else { rel };
+        for name in names {
+            let child: Box<[u8]> = [prefix, b"/", name.to_bytes()].concat().into();
+            if self.policy.is_excluded(&child) {
+                continue;
+            }
+            let st = match rustix::fs::statat(&fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue, // vanished mid-scan: it is not there now
+                Err(e) => {
+                    self.send(unreadable(
+                        &child,
+                        format!("cannot stat: {}", errno_text(e)),
+                        true,
+                    ));
+                    continue;
+                }
+            };
+            let meta = Meta::from_stat(&st);
+            let attrs = self.policy.attrs_for(&child);
+            let kind = meta.kind();
+            if kind == FileKind::File
+                && (attrs.contains(Attr::Content) || attrs.contains(Attr::Xattrs))
+            {
+                let job = Job {
+                    fs_path: self.fs_path(&child),
+                    rel: child,
+                    meta,
+                    attrs,
+                };
+                if self.jobs.send(job).is_err() {
+                    return;
+                }
+                continue;
+            }
+            let mut entry = meta.entry(child.clone(), attrs);
+            if kind == FileKind::Symlink && attrs.contains(Attr::Target) {
+                match rustix::fs::readlinkat(&fd, name.as_c_str(), Vec::new()) {
+                    Ok(t) => entry.target = Some(t.into_bytes().into_boxed_slice()),
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => {
+                        self.send(unreadable(
+                            &child,
+                            format!("cannot read link: {}", errno_text(e)),
+                            false,
+                        ));
+                        continue;
+                    }
+                }
+            }
+            if attrs.contains(Attr::Xattrs) {
+                match xattr::read_path(&self.fs_path(&child)) {
+                    Ok(x) => entry.xattrs = Some(x),
+                    Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
+                    Err(e) => {
+                        self.send(unreadable(
+                            &child,
+                            format!("cannot read xattrs: {e}"),
+                            false,
+                        ));
+                        continue;
+                    }
+                }
+            }
+            let mount_point =
+                kind == FileKind::Dir && self.policy.one_file_system() && meta.dev != self.root_dev;
+            if kind == FileKind::Dir && !mount_point {
+                stack.push((child, meta));
+            }
+            self.send(ScanEvent::Entry { entry, mount_point });
+        }
+    }
+}
+
+fn hash_worker(jobs: Receiver<Job>, events: Sender<(ScanEvent, u64)>) {
+    let mut buf = vec![0u8; READ_BUF];
+    for job in jobs.iter() {
+        let (ev, bytes) = match hash_file(&job, &mut buf) {
+            Ok(Some((entry, bytes))) => (
+                ScanEvent::Entry {
+                    entry,
+                    mount_point: false,
+                },
+                bytes,
+            ),
+            Ok(None) => continue, // vanished
+            Err(reason) => (unreadable(&job.rel, reason, false), 0),
+        };
+        if events.send((ev, bytes)).is_err() {
+            return;
+        }
+    }
+}
+
+fn open_regular(path: &[u8]) -> Result<OwnedFd, Errno> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    // O_NOATIME keeps the scan from touching atimes on a production host;
+    // it is refused (EPERM) for files we do not own without CAP_FOWNER.
+    match rustix::fs::openat(CWD, path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(CWD, path, flags, Mode::empty()),
+        r => r,
+    }
+}
+
+/// Hash one regular file. `Ok(None)` means it vanished before we opened it.
+fn hash_file(job: &Job, buf: &mut [u8]) -> Result<Option<(Entry, u64)>, String> {
+    let fd = match open_regular(&job.fs_path) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err("changed while being read (replaced by a symlink)".into()),
+        Err(e) => return Err(format!("cannot open: {}", errno_text(e))),
+    };
+    let stat = |fd: &OwnedFd| {
+        rustix::fs::fstat(fd)
+            .map(|st| Meta::from_stat(&st))
+            .map_err(|e| format!("cannot stat: {}", errno_text(e)))
+    };
+    let first = stat(&fd)?;
+    if first.kind() != FileKind::File || !first.same_object(&job.meta) {
+        return Err("changed while being read (replaced)".into());
+    }
+    let want_hash = job.attrs.contains(Attr::Content);
+    let mut before = first;
+    for _attempt in 0..2 {
+        let (hash, bytes) = if want_hash {
+            let (h, n) = hash_fd(&fd, buf).map_err(|e| format!("read error: {e}"))?;
+            (Some(h), n)
+        } else {
+            (None, 0)
+        };
+        let xattrs = if job.attrs.contains(Attr::Xattrs) {
+            Some(xattr::read_fd(fd.as_fd()).map_err(|e| format!("cannot read xattrs: {e}"))?)
+        } else {
+            None
+        };
+        let after = stat(&fd)?;
+        // Unchanged size and times (mtime and ctime, with nanoseconds)
+        // while we read: the hash describes one version of the file.
+        if after.same_version(&before) && (!want_hash || bytes == after.size) {
+            let mut entry = after.entry(job.rel.clone(), job.attrs);
+            entry.hash = hash;
+            entry.xattrs = xattrs;
+            return Ok(Some((entry, bytes)));
+        }
+        before = after;
+    }
+    Err("changed while being read (twice)".into())
+}
+
+fn hash_fd(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<([u8; 32], u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut offset: u64 = 0;
+    loop {
+        let n = match rustix::io::pread(fd, &mut *buf, offset) {
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok((*hasher.finalize().as_bytes(), offset))
+}
+
+/// The on-disk path for a path inside `root` (for messages).
+pub fn display_path(root: &Path, rel: &[u8]) -> PathBuf {
+    let mut p = root.as_os_str().as_bytes().to_vec();
+    if rel != b"/" {
+        if p.ends_with(b"/") {
+            p.pop();
+        }
+        p.extend_from_slice(rel);
+    }
+    PathBuf::from(OsStr::from_bytes(&p))
+}
