@@ -122,7 +122,7 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
 /// is not (see [`verify_signature`]).
 pub fn load_manifest(path: &Path) -> Result<Manifest, CliError> {
     let bytes = std::fs::read(path).map_err(|e| CliError::io("read manifest", path, e))?;
-    Manifest::from_bytes(&bytes)
+    Manifest::from_vec(bytes)
         .map_err(|e| CliError(format!("invalid manifest {}: {e}", path.display())))
 }
 

@@ -101,10 +101,25 @@ pub struct Entry {
     /// (major, minor) for character and block devices.
     pub device: Option<(u32, u32)>,
     pub xattrs: Option<Xattrs>,
+    /// Times and inode number: off by default, so boxed to keep the
+    /// common entry small (a 110,000-entry manifest stays in a few MB).
+    pub times: Option<Box<Times>>,
+}
+
+/// The attributes images normalise, recorded only when a rule asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Times {
     pub mtime: Option<Timestamp>,
     pub ctime: Option<Timestamp>,
     pub atime: Option<Timestamp>,
     pub inode: Option<u64>,
+}
+
+impl Times {
+    /// `None` when nothing is recorded, so entries stay comparable.
+    pub fn boxed(self) -> Option<Box<Times>> {
+        (self != Times::default()).then(|| Box::new(self))
+    }
 }
 
 impl Entry {
@@ -121,11 +136,24 @@ impl Entry {
             target: None,
             device: None,
             xattrs: None,
-            mtime: None,
-            ctime: None,
-            atime: None,
-            inode: None,
+            times: None,
         }
+    }
+
+    pub fn mtime(&self) -> Option<Timestamp> {
+        self.times.as_ref()?.mtime
+    }
+
+    pub fn ctime(&self) -> Option<Timestamp> {
+        self.times.as_ref()?.ctime
+    }
+
+    pub fn atime(&self) -> Option<Timestamp> {
+        self.times.as_ref()?.atime
+    }
+
+    pub fn inode(&self) -> Option<u64> {
+        self.times.as_ref()?.inode
     }
 
     /// The attributes (other than type) whose recorded values differ.
@@ -144,10 +172,10 @@ impl Entry {
         check(Attr::Uid, self.uid == other.uid);
         check(Attr::Gid, self.gid == other.gid);
         check(Attr::Xattrs, self.xattrs == other.xattrs);
-        check(Attr::Mtime, self.mtime == other.mtime);
-        check(Attr::Ctime, self.ctime == other.ctime);
-        check(Attr::Atime, self.atime == other.atime);
-        check(Attr::Inode, self.inode == other.inode);
+        check(Attr::Mtime, self.mtime() == other.mtime());
+        check(Attr::Ctime, self.ctime() == other.ctime());
+        check(Attr::Atime, self.atime() == other.atime());
+        check(Attr::Inode, self.inode() == other.inode());
         out
     }
 
@@ -167,10 +195,10 @@ impl Entry {
             Attr::Uid => self.uid?.to_string(),
             Attr::Gid => self.gid?.to_string(),
             Attr::Xattrs => render_xattrs(self.xattrs.as_ref()?),
-            Attr::Mtime => self.mtime?.to_string(),
-            Attr::Ctime => self.ctime?.to_string(),
-            Attr::Atime => self.atime?.to_string(),
-            Attr::Inode => self.inode?.to_string(),
+            Attr::Mtime => self.mtime()?.to_string(),
+            Attr::Ctime => self.ctime()?.to_string(),
+            Attr::Atime => self.atime()?.to_string(),
+            Attr::Inode => self.inode()?.to_string(),
         })
     }
 }

@@ -26,7 +26,7 @@
 //! The same tree and policy always give byte-identical output: entries are
 //! sorted, nothing depends on the thread count, the clock or the host.
 
-use super::entry::{Entry, FileKind, Timestamp, Xattrs};
+use super::entry::{Entry, FileKind, Times, Timestamp, Xattrs};
 use super::escape::{escape, escape_with, hex32, to_hex, unescape};
 use super::{Header, Manifest, ManifestSignature, FORMAT_VERSION};
 use crate::policy::Policy;
@@ -139,14 +139,14 @@ pub fn encode_entry(e: &Entry, s: &mut String) {
             s.push_str(&to_hex(value));
         }
     });
-    for t in [e.mtime, e.ctime, e.atime] {
+    for t in [e.mtime(), e.ctime(), e.atime()] {
         s.push('\t');
         dash_or(s, t, |s, t| {
             let _ = write!(s, "{t}");
         });
     }
     s.push('\t');
-    dash_or(s, e.inode, |s, v| {
+    dash_or(s, e.inode(), |s, v| {
         let _ = write!(s, "{v}");
     });
     s.push('\n');
@@ -471,10 +471,13 @@ pub fn parse_entry(line: &[u8]) -> Result<Entry, String> {
         target,
         device,
         xattrs,
-        mtime: timestamp(mtime_f, "mtime")?,
-        ctime: timestamp(ctime_f, "ctime")?,
-        atime: timestamp(atime_f, "atime")?,
-        inode: num(inode_f, "inode")?,
+        times: Times {
+            mtime: timestamp(mtime_f, "mtime")?,
+            ctime: timestamp(ctime_f, "ctime")?,
+            atime: timestamp(atime_f, "atime")?,
+            inode: num(inode_f, "inode")?,
+        }
+        .boxed(),
     })
 }
 

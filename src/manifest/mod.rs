@@ -12,7 +12,7 @@ pub mod escape;
 pub mod format;
 pub mod sign;
 
-pub use entry::{Entry, FileKind, Timestamp, Xattrs};
+pub use entry::{Entry, FileKind, Times, Timestamp, Xattrs};
 pub use format::FormatError;
 
 use crate::policy::Policy;
@@ -68,7 +68,19 @@ impl Manifest {
     /// Parse file bytes (compressed or not) and verify the digest. The
     /// signature is *not* checked here: see [`sign::verify`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, FormatError> {
-        let text = format::decompress(bytes)?;
+        Manifest::from_vec(bytes.to_vec())
+    }
+
+    /// Like [`Manifest::from_bytes`], but frees the compressed bytes as soon
+    /// as they are inflated (keeps peak memory down on big manifests).
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Manifest, FormatError> {
+        let text = match format::decompress(&bytes)? {
+            std::borrow::Cow::Owned(text) => {
+                drop(bytes);
+                text
+            }
+            std::borrow::Cow::Borrowed(_) => bytes,
+        };
         let (body, digest, signature) = format::split_trailer(&text)?;
         let actual = *blake3::hash(body).as_bytes();
         if actual != digest {

@@ -1,6 +1,6 @@
 //! `stat` results in a portable shape, and turning them into entries.
 
-use crate::manifest::{Entry, FileKind, Timestamp};
+use crate::manifest::{Entry, FileKind, Times, Timestamp};
 use crate::policy::{Attr, AttrSet};
 
 /// The parts of `struct stat` driftd uses.
@@ -90,10 +90,13 @@ impl Meta {
                 rustix::fs::minor(self.rdev as _),
             )
         });
-        e.mtime = on(Attr::Mtime).then_some(self.mtime);
-        e.ctime = on(Attr::Ctime).then_some(self.ctime);
-        e.atime = on(Attr::Atime).then_some(self.atime);
-        e.inode = on(Attr::Inode).then_some(self.ino);
+        e.times = Times {
+            mtime: on(Attr::Mtime).then_some(self.mtime),
+            ctime: on(Attr::Ctime).then_some(self.ctime),
+            atime: on(Attr::Atime).then_some(self.atime),
+            inode: on(Attr::Inode).then_some(self.ino),
+        }
+        .boxed();
         e
     }
 }
