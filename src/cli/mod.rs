@@ -6,6 +6,7 @@
 pub mod bake;
 pub mod check;
 pub mod diff;
+pub mod inspect;
 pub mod keygen;
 mod report;
 
@@ -104,6 +105,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show what changed between two manifests (reviewing an image upgrade).
     Diff(diff::DiffArgs),
+    /// Show a manifest's identity, signature and policy (or all its entries).
+    Inspect(inspect::InspectArgs),
     /// Generate an ed25519 key pair for signing manifests.
     Keygen(keygen::KeygenArgs),
 }
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Bake(a) => bake::run(a),
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Keygen(a) => keygen::run(a),
     }
 }
