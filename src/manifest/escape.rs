@@ -126,13 +126,27 @@ pub fn unescape_into(s: &[u8], out: &mut Vec<u8>) -> Result<(), UnescapeError> {
     Ok(())
 }
 
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+/// Hex digit values; 0xff marks a non-digit. A table, because manifest
+/// loading decodes millions of digits and this is its hottest loop.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    let v = HEX[b as usize];
+    (v != 0xff).then_some(v)
 }
 
 /// Lowercase hex of `bytes`.
@@ -162,10 +176,14 @@ pub fn hex32(s: &[u8]) -> Option<[u8; 32]> {
         return None;
     }
     let mut out = [0u8; 32];
+    let mut bad = 0u8;
     for (o, p) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = hex_val(p[0])? << 4 | hex_val(p[1])?;
+        let (hi, lo) = (HEX[p[0] as usize], HEX[p[1] as usize]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(out)
+    // Any invalid digit sets the high bit of its table value.
+    (bad & 0x80 == 0).then_some(out)
 }
 
 #[cfg(test)]

@@ -179,6 +179,18 @@ pub fn decompress(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, FormatErro
     if !bytes.starts_with(&ZSTD_MAGIC) {
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
+    let corrupt = |e: std::io::Error| FormatError::Other(format!("corrupt compressed data: {e}"));
+    // driftd writes the content size into the frame: inflate in one go
+    // into an exactly sized buffer (no regrowth, no copies).
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes) {
+        if size > MAX_DECOMPRESSED {
+            return Err(FormatError::Other(format!(
+                "decompressed manifest would exceed {MAX_DECOMPRESSED} bytes"
+            )));
+        }
+        let out = zstd::bulk::decompress(bytes, size as usize).map_err(corrupt)?;
+        return Ok(std::borrow::Cow::Owned(out));
+    }
     let mut out = Vec::new();
     let mut dec = zstd::stream::read::Decoder::new(bytes)
         .map_err(|e| FormatError::Other(format!("zstd: {e}")))?;
@@ -186,7 +198,7 @@ pub fn decompress(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, FormatErro
     (&mut dec)
         .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
-        .map_err(|e| FormatError::Other(format!("corrupt compressed data: {e}")))?;
+        .map_err(corrupt)?;
     if out.len() as u64 > MAX_DECOMPRESSED {
         return Err(FormatError::Other(format!(
             "decompressed manifest exceeds {MAX_DECOMPRESSED} bytes"
@@ -206,7 +218,8 @@ pub fn split_trailer(text: &[u8]) -> Result<Split<'_>, FormatError> {
             "manifest is truncated (no final newline)".into(),
         ));
     }
-    let total_lines = text.iter().filter(|&&b| b == b'\n').count();
+    // Line numbers are only needed for errors: count lazily.
+    let total_lines = || text.iter().filter(|&&b| b == b'\n').count();
     let without_nl = &text[..text.len() - 1];
     let last_start = without_nl
         .iter()
@@ -214,7 +227,7 @@ pub fn split_trailer(text: &[u8]) -> Result<Split<'_>, FormatError> {
         .map_or(0, |i| i + 1);
     let last = &without_nl[last_start..];
     let (digest_start, signature) = if last.starts_with(b"signature ") {
-        let sig = parse_signature_line(last).map_err(|r| line_err(total_lines, r))?;
+        let sig = parse_signature_line(last).map_err(|r| line_err(total_lines(), r))?;
         let before = &text[..last_start];
         if before.is_empty() {
             return Err(FormatError::Other("manifest has no digest line".into()));
@@ -225,17 +238,18 @@ pub fn split_trailer(text: &[u8]) -> Result<Split<'_>, FormatError> {
     } else {
         (last_start, None)
     };
-    let digest_line_no = total_lines - usize::from(signature.is_some());
+    let has_sig = signature.is_some();
+    let digest_line_no = || total_lines() - usize::from(has_sig);
     let digest_line = &text[digest_start..];
     let digest_line = &digest_line[..digest_line.iter().position(|&b| b == b'\n').unwrap_or(0)];
     let hex = digest_line.strip_prefix(b"digest blake3 ").ok_or_else(|| {
         line_err(
-            digest_line_no,
+            digest_line_no(),
             "expected `digest blake3 <hex>` (the manifest is truncated or not a driftd manifest)",
         )
     })?;
     let digest =
-        hex32(hex).ok_or_else(|| line_err(digest_line_no, "digest is not 64 hex digits"))?;
+        hex32(hex).ok_or_else(|| line_err(digest_line_no(), "digest is not 64 hex digits"))?;
     Ok((&text[..digest_start], digest, signature))
 }
 
@@ -286,17 +300,26 @@ pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
     if !body.is_empty() && !body.ends_with(b"\n") {
         return Err(FormatError::Other("manifest body is truncated".into()));
     }
-    let mut lines = body
-        .split(|&b| b == b'\n')
+    // The header is a fixed number of lines; everything after it is entries.
+    let mut header_lines: Vec<&[u8]> = Vec::with_capacity(HEADER_LINES);
+    let mut pos = 0;
+    while header_lines.len() < HEADER_LINES {
+        let Some(nl) = body[pos..].iter().position(|&b| b == b'\n') else {
+            break;
+        };
+        header_lines.push(&body[pos..pos + nl]);
+        pos += nl + 1;
+    }
+    let rest = &body[pos..];
+    let mut lines = header_lines
+        .into_iter()
         .enumerate()
         .map(|(i, l)| (i + 1, l));
     let (no, v) = header_value(&mut lines, "driftd-manifest").map_err(|_| {
         FormatError::Other("not a driftd manifest (missing `driftd-manifest` header)".into())
     })?;
-    let format_version: u32 = std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| line_err(no, "format version is not a number"))?;
+    let format_version: u32 =
+        digits(v, 10).ok_or_else(|| line_err(no, "format version is not a number"))?;
     if format_version != FORMAT_VERSION {
         return Err(line_err(
             no,
@@ -321,37 +344,8 @@ pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
         ));
     }
     let (no, v) = header_value(&mut lines, "entries")?;
-    let count: usize = std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| line_err(no, "entry count is not a number"))?;
-    // Never trust a count for allocation beyond what the body can hold.
-    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(body.len() / 28 + 1));
-    for _ in 0..count {
-        let (no, line) = lines.next().filter(|(_, l)| !l.is_empty()).ok_or_else(|| {
-            FormatError::Other(format!("manifest ends before its {count} entries"))
-        })?;
-        let e = parse_entry(line).map_err(|r| line_err(no, r))?;
-        if let Some(prev) = entries.last() {
-            if prev.path >= e.path {
-                return Err(line_err(
-                    no,
-                    "entries are not strictly sorted by path (duplicate or out of order)",
-                ));
-            }
-        }
-        entries.push(e);
-    }
-    match lines.next() {
-        Some((_, b"")) if lines.next().is_none() => {}
-        Some((no, _)) => {
-            return Err(line_err(
-                no,
-                format!("more lines than the {count} entries announced"),
-            ))
-        }
-        None => {}
-    }
+    let count: usize = digits(v, 10).ok_or_else(|| line_err(no, "entry count is not a number"))?;
+    let entries = parse_entries(rest, count, HEADER_LINES)?;
     Ok((
         Header {
             format_version,
@@ -363,14 +357,138 @@ pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
     ))
 }
 
-fn num<T: std::str::FromStr>(field: &[u8], what: &str) -> Result<Option<T>, String> {
+/// Lines before the first entry.
+const HEADER_LINES: usize = 6;
+
+/// Below this many bytes of entries, parsing on one thread is quickest.
+const PARALLEL_PARSE_MIN: usize = 1 << 20;
+
+/// Parse the entry lines (`rest` holds exactly them), in parallel chunks
+/// split at line boundaries. `line_offset` is the line number before the
+/// first entry. Errors name the line, as a sequential parse would.
+fn parse_entries(rest: &[u8], count: usize, line_offset: usize) -> Result<Vec<Entry>, FormatError> {
+    let threads = if rest.len() < PARALLEL_PARSE_MIN {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    };
+    let mut bounds = vec![0usize];
+    for k in 1..threads {
+        let from = (rest.len() * k / threads).max(*bounds.last().unwrap_or(&0));
+        let cut = rest[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| from + i + 1);
+        bounds.push(cut);
+    }
+    bounds.push(rest.len());
+    bounds.dedup();
+    let chunks: Vec<&[u8]> = bounds.windows(2).map(|w| &rest[w[0]..w[1]]).collect();
+    let results: Vec<Chunk> = if chunks.len() <= 1 {
+        chunks.iter().map(|c| parse_chunk(c)).collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks[1..]
+                .iter()
+                .map(|c| s.spawn(move || parse_chunk(c)))
+                .collect();
+            let mut out = vec![parse_chunk(chunks[0])];
+            for h in handles {
+                out.push(
+                    h.join()
+                        .unwrap_or_else(|_| (Vec::new(), Some((0, "parser panicked".into())))),
+                );
+            }
+            out
+        })
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut before = line_offset;
+    for (chunk, error) in results {
+        // The boundary with the previous chunk comes before anything wrong
+        // inside this one, so check it first: errors name the first bad line.
+        if let (Some(prev), Some(first)) = (entries.last(), chunk.first()) {
+            if prev.path >= first.path {
+                return Err(line_err(
+                    before + 1,
+                    "entries are not strictly sorted by path (duplicate or out of order)",
+                ));
+            }
+        }
+        if let Some((i, reason)) = error {
+            return Err(line_err(before + i + 1, reason));
+        }
+        before += chunk.len();
+        if entries.is_empty() {
+            entries = chunk;
+        } else {
+            entries.extend(chunk);
+        }
+    }
+    if entries.len() < count {
+        return Err(FormatError::Other(format!(
+            "manifest ends before its {count} entries (found {})",
+            entries.len()
+        )));
+    }
+    if entries.len() > count {
+        return Err(line_err(
+            line_offset + count + 1,
+            format!("more lines than the {count} entries announced"),
+        ));
+    }
+    Ok(entries)
+}
+
+/// A parsed chunk: the entries before the first error, and that error
+/// (0-based line index in the chunk, reason).
+type Chunk = (Vec<Entry>, Option<(usize, String)>);
+
+/// Parse whole lines, stopping at the first bad one.
+fn parse_chunk(chunk: &[u8]) -> Chunk {
+    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+    let mut out: Vec<Entry> = Vec::with_capacity(chunk.len() / 100 + 1);
+    if chunk.is_empty() {
+        return (out, None);
+    }
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            return (
+                out,
+                Some((i, "empty line where an entry was expected".into())),
+            );
+        }
+        let e = match parse_entry(line) {
+            Ok(e) => e,
+            Err(r) => return (out, Some((i, r))),
+        };
+        if let Some(prev) = out.last() {
+            if prev.path >= e.path {
+                let reason = "entries are not strictly sorted by path (duplicate or out of order)";
+                return (out, Some((i, reason.into())));
+            }
+        }
+        out.push(e);
+    }
+    (out, None)
+}
+
+/// A canonical unsigned number: ASCII digits only (no sign, no spaces),
+/// in `radix` (8 or 10), that fits `T`. Rust's own parsers accept a leading
+/// `+`, which would let two different texts mean the same manifest.
+fn digits<T: TryFrom<u64>>(s: &[u8], radix: u32) -> Option<T> {
+    if s.is_empty() || s.len() > 20 || !s.iter().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let text = std::str::from_utf8(s).ok()?;
+    T::try_from(u64::from_str_radix(text, radix).ok()?).ok()
+}
+
+fn num<T: TryFrom<u64>>(field: &[u8], what: &str) -> Result<Option<T>, String> {
     if field == b"-" {
         return Ok(None);
     }
-    std::str::from_utf8(field)
-        .ok()
-        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty())
-        .and_then(|s| s.parse().ok())
+    digits(field, 10)
         .map(Some)
         .ok_or_else(|| format!("{what}: `{}` is not a valid number", escape(field)))
 }
@@ -382,12 +500,26 @@ fn timestamp(field: &[u8], what: &str) -> Result<Option<Timestamp>, String> {
     let bad = || format!("{what}: `{}` is not seconds.nanoseconds", escape(field));
     let s = std::str::from_utf8(field).map_err(|_| bad())?;
     let (sec, nsec) = s.split_once('.').ok_or_else(bad)?;
-    if nsec.len() != 9 || !nsec.bytes().all(|b| b.is_ascii_digit()) {
+    if nsec.len() != 9 {
         return Err(bad());
     }
+    // Seconds may be negative (before 1970), never signed with `+`.
+    let (negative, magnitude) = match sec.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, sec),
+    };
+    let magnitude: u64 = digits(magnitude.as_bytes(), 10).ok_or_else(bad)?;
+    if negative && magnitude == 0 {
+        return Err(bad());
+    }
+    let signed = if negative {
+        -i128::from(magnitude)
+    } else {
+        i128::from(magnitude)
+    };
     Ok(Some(Timestamp {
-        sec: sec.parse().map_err(|_| bad())?,
-        nsec: nsec.parse().map_err(|_| bad())?,
+        sec: i64::try_from(signed).map_err(|_| bad())?,
+        nsec: digits(nsec.as_bytes(), 10).ok_or_else(bad)?,
     }))
 }
 
@@ -424,11 +556,10 @@ pub fn parse_entry(line: &[u8]) -> Result<Entry, String> {
     let mode = if mode_f == b"-" {
         None
     } else {
-        let m = std::str::from_utf8(mode_f)
-            .ok()
-            .filter(|s| !s.is_empty() && s.len() <= 4)
-            .and_then(|s| u32::from_str_radix(s, 8).ok())
-            .ok_or_else(|| format!("mode: `{}` is not octal", escape(mode_f)))?;
+        let m = Some(mode_f)
+            .filter(|s| s.len() == 4 && s.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|s| digits(s, 8))
+            .ok_or_else(|| format!("mode: `{}` is not four octal digits", escape(mode_f)))?;
         Some(m)
     };
     let hash = if hash_f == b"-" {
@@ -448,11 +579,13 @@ pub fn parse_entry(line: &[u8]) -> Result<Entry, String> {
     let device = if device_f == b"-" {
         None
     } else {
-        let s = std::str::from_utf8(device_f).map_err(|_| "device: not major:minor")?;
-        let (ma, mi) = s.split_once(':').ok_or("device: not major:minor")?;
+        let colon = device_f
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or("device: not major:minor")?;
         Some((
-            ma.parse().map_err(|_| "device: bad major")?,
-            mi.parse().map_err(|_| "device: bad minor")?,
+            digits(&device_f[..colon], 10).ok_or("device: bad major")?,
+            digits(&device_f[colon + 1..], 10).ok_or("device: bad minor")?,
         ))
     };
     let xattrs = if xattrs_f == b"-" {

@@ -52,9 +52,19 @@ pub struct Manifest {
 
 impl Manifest {
     /// Build an unsigned manifest; entries are sorted here, so the result is
-    /// the same whatever order a parallel scan produced them in.
+    /// the same whatever order a parallel scan produced them in. A scan never
+    /// yields two entries for one path; should a caller pass some, the one
+    /// whose manifest line sorts first is kept, so even then the output does
+    /// not depend on the input order.
     pub fn new(header: Header, mut entries: Vec<Entry>) -> Manifest {
-        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        entries.sort_unstable_by(|a, b| {
+            a.path.cmp(&b.path).then_with(|| {
+                let (mut x, mut y) = (String::new(), String::new());
+                format::encode_entry(a, &mut x);
+                format::encode_entry(b, &mut y);
+                x.cmp(&y)
+            })
+        });
         entries.dedup_by(|a, b| a.path == b.path);
         let digest = *blake3::hash(&format::encode_body(&header, &entries)).as_bytes();
         Manifest {

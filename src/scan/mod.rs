@@ -35,6 +35,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Read buffer per hashing thread: large enough for BLAKE3's SIMD to work
 /// on many chunks at once, small enough to keep memory flat.
@@ -402,11 +403,16 @@ fn open_regular(path: &[u8]) -> Result<OwnedFd, Errno> {
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     // O_NOATIME keeps the scan from touching atimes on a production host;
-    // it is refused (EPERM) for files we do not own without CAP_FOWNER.
-    match rustix::fs::openat(CWD, path, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(Errno::PERM) => rustix::fs::openat(CWD, path, flags, Mode::empty()),
-        r => r,
+    // it is refused (EPERM) for files we do not own without CAP_FOWNER, so
+    // after the first refusal stop asking (one open per file, not two).
+    static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
+    if !NOATIME_REFUSED.load(Ordering::Relaxed) {
+        match rustix::fs::openat(CWD, path, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(Errno::PERM) => NOATIME_REFUSED.store(true, Ordering::Relaxed),
+            r => return r,
+        }
     }
+    rustix::fs::openat(CWD, path, flags, Mode::empty())
 }
 
 /// Hash one regular file. `Ok(None)` means it vanished before we opened it.
