@@ -9,9 +9,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
-#[command(after_help = "The digest is always verified. With --trusted-key the signature is \
+#[command(
+    after_help = "The digest is always verified. With --trusted-key the signature is \
 verified too (exit 2 if it does not verify). --entries prints the manifest as plain \
-sorted text, so two manifests can be compared with diff(1).")]
+sorted text, so two manifests can be compared with diff(1)."
+)]
 pub struct InspectArgs {
     /// The manifest file.
     pub manifest: PathBuf,
@@ -65,7 +67,11 @@ pub fn run(a: InspectArgs) -> Result<Status, CliError> {
             let _ = writeln!(
                 out,
                 "image id:        {}",
-                if info.image_id.is_empty() { "(none)" } else { &info.image_id }
+                if info.image_id.is_empty() {
+                    "(none)"
+                } else {
+                    &info.image_id
+                }
             );
             let _ = writeln!(out, "digest:          {} (verified)", info.digest);
             let _ = writeln!(
