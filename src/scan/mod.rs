@@ -36,6 +36,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Read buffer per hashing thread: large enough for BLAKE3's SIMD to work
 /// on many chunks at once, small enough to keep memory flat.
@@ -66,14 +67,77 @@ pub struct ScanStats {
     pub unreadable: u64,
 }
 
-/// A scan that could not start.
+/// A scan that could not start, or was cancelled.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
-pub struct ScanError {
-    pub op: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
+pub enum ScanError {
+    #[error("{op} {}: {source}", path.display())]
+    Root {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scan cancelled")]
+    Cancelled,
+}
+
+/// Paces reads to at most `bytes_per_second`, shared by all hashing
+/// threads, so a full scan never saturates a production host's disks.
+#[derive(Debug)]
+pub struct Pacer {
+    bytes_per_second: f64,
+    /// (when the budget was last refilled, bytes that may still be read)
+    state: std::sync::Mutex<(std::time::Instant, f64)>,
+}
+
+impl Pacer {
+    pub fn new(bytes_per_second: u64) -> Pacer {
+        Pacer {
+            bytes_per_second: bytes_per_second.max(1) as f64,
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0.0)),
+        }
+    }
+
+    /// Account for `bytes` about to be read, sleeping as long as needed.
+    /// A burst of at most a quarter second's worth is allowed.
+    pub fn pace(&self, bytes: u64) {
+        let wait = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(st.0).as_secs_f64() * self.bytes_per_second;
+            st.0 = now;
+            st.1 = (st.1 + refill).min(self.bytes_per_second / 4.0) - bytes as f64;
+            if st.1 < 0.0 {
+                std::time::Duration::from_secs_f64(-st.1 / self.bytes_per_second)
+            } else {
+                std::time::Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Optional controls for a scan: where to start, how to stop, how fast.
+#[derive(Debug, Clone, Default)]
+pub struct ScanControl {
+    /// Scan only this path inside the root (and everything below it, for a
+    /// directory) instead of the whole tree. A path that does not exist
+    /// yields no event at all.
+    pub start: Option<Box<[u8]>>,
+    /// Set to stop the scan early; it then returns [`ScanError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Limits the read rate of the hashing threads.
+    pub pacer: Option<Arc<Pacer>>,
+}
+
+impl ScanControl {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// How to scan.
@@ -97,19 +161,28 @@ pub fn scan(
     opts: &ScanOptions<'_>,
     sink: &mut dyn FnMut(ScanEvent),
 ) -> Result<ScanStats, ScanError> {
+    scan_with(opts, &ScanControl::default(), sink)
+}
+
+/// [`scan`] with a start path, cancellation and pacing.
+pub fn scan_with(
+    opts: &ScanOptions<'_>,
+    control: &ScanControl,
+    sink: &mut dyn FnMut(ScanEvent),
+) -> Result<ScanStats, ScanError> {
     let root_fd = rustix::fs::open(
         opts.root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| ScanError {
+    .map_err(|e| ScanError::Root {
         op: "open root directory",
         path: opts.root.to_path_buf(),
         source: e.into(),
     })?;
     let root_meta = rustix::fs::fstat(&root_fd)
         .map(|st| Meta::from_stat(&st))
-        .map_err(|e| ScanError {
+        .map_err(|e| ScanError::Root {
             op: "stat root directory",
             path: opts.root.to_path_buf(),
             source: e.into(),
@@ -130,12 +203,16 @@ pub fn scan(
             root_dev: root_meta.dev,
             jobs: job_tx,
             events: ev_tx.clone(),
+            control,
         };
-        s.spawn(move || walker.run(root_meta));
+        s.spawn(move || match control.start.as_deref() {
+            None | Some(b"/") => walker.run(root_meta),
+            Some(start) => walker.run_from(start),
+        });
         for _ in 0..threads {
             let rx = job_rx.clone();
             let tx = ev_tx.clone();
-            s.spawn(move || hash_worker(rx, tx));
+            s.spawn(move || hash_worker(rx, tx, control));
         }
         drop(ev_tx);
         drop(job_rx);
@@ -153,6 +230,9 @@ pub fn scan(
             sink(ev);
         }
     });
+    if control.cancelled() {
+        return Err(ScanError::Cancelled);
+    }
     Ok(stats)
 }
 
@@ -187,6 +267,7 @@ struct Walker<'a> {
     root_dev: u64,
     jobs: Sender<Job>,
     events: Sender<(ScanEvent, u64)>,
+    control: &'a ScanControl,
 }
 
 fn unreadable(path: &[u8], reason: String, subtree: bool) -> ScanEvent {
@@ -237,9 +318,58 @@ impl Walker<'_> {
             mount_point: false,
         });
         let mut stack: Vec<(Box<[u8]>, Meta)> = vec![(root_rel, root_meta)];
+        self.drain(&mut stack);
+    }
+
+    fn drain(&self, stack: &mut Vec<(Box<[u8]>, Meta)>) {
         while let Some((rel, meta)) = stack.pop() {
-            self.walk_dir(&rel, meta, &mut stack);
+            if self.control.cancelled() {
+                return;
+            }
+            self.walk_dir(&rel, meta, stack);
         }
+    }
+
+    /// Scan one path (and its subtree) inside the root: its parent is
+    /// opened like any directory of a full walk, so the same checks apply.
+    fn run_from(self, start: &[u8]) {
+        if !start.starts_with(b"/") || start.ends_with(b"/") {
+            return;
+        }
+        // Nothing at or below an excluded path is ever reported.
+        let mut p = start;
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            if self.policy.is_excluded(p) {
+                return;
+            }
+            if i == 0 {
+                break;
+            }
+            p = &p[..i];
+        }
+        let cut = start.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        let (parent, name) = (&start[..cut.max(1)], &start[cut + 1..]);
+        let Ok(name) = std::ffi::CString::new(name) else {
+            return;
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd =
+            match rustix::fs::openat(CWD, self.fs_path(parent).as_slice(), flags, Mode::empty()) {
+                Ok(fd) => fd,
+                // The parent is gone or is no longer a directory: so is `start`.
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return,
+                Err(e) => {
+                    self.send(unreadable(
+                        start,
+                        format!("cannot open parent directory: {}", errno_text(e)),
+                        true,
+                    ));
+                    return;
+                }
+            };
+        let mut stack = Vec::new();
+        self.visit(&fd, &name, start.into(), &mut stack);
+        self.drain(&mut stack);
     }
 
     fn walk_dir(&self, rel: &[u8], expect: Meta, stack: &mut Vec<(Box<[u8]>, Meta)>) {
@@ -311,78 +441,93 @@ impl Walker<'_> {
             if self.policy.is_excluded(&child) {
                 continue;
             }
-            let st = match rustix::fs::statat(&fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue, // vanished mid-scan: it is not there now
+            if !self.visit(&fd, &name, child, stack) {
+                return;
+            }
+        }
+    }
+
+    /// Stat one child of an open directory and report it (or queue it for
+    /// hashing, or push it to be walked). Returns false when the scan is
+    /// shutting down.
+    fn visit(
+        &self,
+        fd: &OwnedFd,
+        name: &std::ffi::CStr,
+        child: Box<[u8]>,
+        stack: &mut Vec<(Box<[u8]>, Meta)>,
+    ) -> bool {
+        let st = match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return true, // vanished mid-scan: it is not there now
+            Err(e) => {
+                self.send(unreadable(
+                    &child,
+                    format!("cannot stat: {}", errno_text(e)),
+                    true,
+                ));
+                return true;
+            }
+        };
+        let meta = Meta::from_stat(&st);
+        let attrs = self.policy.attrs_for(&child);
+        let kind = meta.kind();
+        if kind == FileKind::File && (attrs.contains(Attr::Content) || attrs.contains(Attr::Xattrs))
+        {
+            let job = Job {
+                fs_path: self.fs_path(&child),
+                rel: child,
+                meta,
+                attrs,
+            };
+            return self.jobs.send(job).is_ok();
+        }
+        let mut entry = meta.entry(child.clone(), attrs);
+        if kind == FileKind::Symlink && attrs.contains(Attr::Target) {
+            match rustix::fs::readlinkat(fd, name, Vec::new()) {
+                Ok(t) => entry.target = Some(t.into_bytes().into_boxed_slice()),
+                Err(Errno::NOENT) => return true,
                 Err(e) => {
                     self.send(unreadable(
                         &child,
-                        format!("cannot stat: {}", errno_text(e)),
-                        true,
+                        format!("cannot read link: {}", errno_text(e)),
+                        false,
                     ));
-                    continue;
-                }
-            };
-            let meta = Meta::from_stat(&st);
-            let attrs = self.policy.attrs_for(&child);
-            let kind = meta.kind();
-            if kind == FileKind::File
-                && (attrs.contains(Attr::Content) || attrs.contains(Attr::Xattrs))
-            {
-                let job = Job {
-                    fs_path: self.fs_path(&child),
-                    rel: child,
-                    meta,
-                    attrs,
-                };
-                if self.jobs.send(job).is_err() {
-                    return;
-                }
-                continue;
-            }
-            let mut entry = meta.entry(child.clone(), attrs);
-            if kind == FileKind::Symlink && attrs.contains(Attr::Target) {
-                match rustix::fs::readlinkat(&fd, name.as_c_str(), Vec::new()) {
-                    Ok(t) => entry.target = Some(t.into_bytes().into_boxed_slice()),
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => {
-                        self.send(unreadable(
-                            &child,
-                            format!("cannot read link: {}", errno_text(e)),
-                            false,
-                        ));
-                        continue;
-                    }
+                    return true;
                 }
             }
-            if attrs.contains(Attr::Xattrs) {
-                match xattr::read_path(&self.fs_path(&child)) {
-                    Ok(x) => entry.xattrs = Some(x),
-                    Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
-                    Err(e) => {
-                        self.send(unreadable(
-                            &child,
-                            format!("cannot read xattrs: {e}"),
-                            false,
-                        ));
-                        continue;
-                    }
-                }
-            }
-            let mount_point =
-                kind == FileKind::Dir && self.policy.one_file_system() && meta.dev != self.root_dev;
-            if kind == FileKind::Dir && !mount_point {
-                stack.push((child, meta));
-            }
-            self.send(ScanEvent::Entry { entry, mount_point });
         }
+        if attrs.contains(Attr::Xattrs) {
+            match xattr::read_path(&self.fs_path(&child)) {
+                Ok(x) => entry.xattrs = Some(x),
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => return true,
+                Err(e) => {
+                    self.send(unreadable(
+                        &child,
+                        format!("cannot read xattrs: {e}"),
+                        false,
+                    ));
+                    return true;
+                }
+            }
+        }
+        let mount_point =
+            kind == FileKind::Dir && self.policy.one_file_system() && meta.dev != self.root_dev;
+        if kind == FileKind::Dir && !mount_point {
+            stack.push((child, meta));
+        }
+        self.send(ScanEvent::Entry { entry, mount_point });
+        true
     }
 }
 
-fn hash_worker(jobs: Receiver<Job>, events: Sender<(ScanEvent, u64)>) {
+fn hash_worker(jobs: Receiver<Job>, events: Sender<(ScanEvent, u64)>, control: &ScanControl) {
     let mut buf = vec![0u8; READ_BUF];
     for job in jobs.iter() {
-        let (ev, bytes) = match hash_file(&job, &mut buf) {
+        if control.cancelled() {
+            continue; // drain the queue so the walker can finish
+        }
+        let (ev, bytes) = match hash_file(&job, &mut buf, control) {
             Ok(Some((entry, bytes))) => (
                 ScanEvent::Entry {
                     entry,
@@ -416,7 +561,11 @@ fn open_regular(path: &[u8]) -> Result<OwnedFd, Errno> {
 }
 
 /// Hash one regular file. `Ok(None)` means it vanished before we opened it.
-fn hash_file(job: &Job, buf: &mut [u8]) -> Result<Option<(Entry, u64)>, String> {
+fn hash_file(
+    job: &Job,
+    buf: &mut [u8],
+    control: &ScanControl,
+) -> Result<Option<(Entry, u64)>, String> {
     let fd = match open_regular(&job.fs_path) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(None),
@@ -436,7 +585,7 @@ fn hash_file(job: &Job, buf: &mut [u8]) -> Result<Option<(Entry, u64)>, String> 
     let mut before = first;
     for _attempt in 0..2 {
         let (hash, bytes) = if want_hash {
-            let (h, n) = hash_fd(&fd, buf).map_err(|e| format!("read error: {e}"))?;
+            let (h, n) = hash_fd(&fd, buf, control).map_err(|e| format!("read error: {e}"))?;
             (Some(h), n)
         } else {
             (None, 0)
@@ -460,10 +609,20 @@ fn hash_file(job: &Job, buf: &mut [u8]) -> Result<Option<(Entry, u64)>, String> 
     Err("changed while being read (twice)".into())
 }
 
-fn hash_fd(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<([u8; 32], u64)> {
+fn hash_fd(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    control: &ScanControl,
+) -> std::io::Result<([u8; 32], u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut offset: u64 = 0;
     loop {
+        if control.cancelled() {
+            return Err(std::io::Error::other("scan cancelled"));
+        }
+        if let Some(p) = &control.pacer {
+            p.pace(buf.len() as u64);
+        }
         let n = match rustix::io::pread(fd, &mut *buf, offset) {
             Ok(n) => n,
             Err(Errno::INTR) => continue,
