@@ -6,12 +6,17 @@
 //! could not be read or a mount point that was not entered, in which case
 //! it was not checked and the finding says so (*unreadable*). Nothing that
 //! went unchecked can yield a clean verdict.
+//!
+//! The same code checks the whole tree (`check`, the agent's full scans)
+//! or one path and its subtree (the agent's targeted re-checks after a
+//! filesystem event): only the manifest entries in scope can be removed.
 
 use crate::manifest::diff::{compare, Counts, Finding, FindingKind, Verdict};
 use crate::manifest::Manifest;
 use crate::policy::CompiledPolicy;
-use crate::scan::{self, ScanEvent, ScanOptions, ScanStats};
+use crate::scan::{self, ScanControl, ScanEvent, ScanOptions, ScanStats};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
 /// The outcome of one check.
@@ -33,20 +38,52 @@ pub enum CheckError {
     Scan(#[from] scan::ScanError),
 }
 
-/// Check `root` against `manifest` with `threads` hashing threads.
-pub fn check_tree(
-    manifest: &Manifest,
-    root: &Path,
-    threads: usize,
-) -> Result<CheckReport, CheckError> {
-    let policy = CompiledPolicy::new(manifest.header.policy.clone(), "policy").map_err(|errs| {
+/// Compile the manifest's embedded policy.
+pub fn manifest_policy(manifest: &Manifest) -> Result<CompiledPolicy, CheckError> {
+    CompiledPolicy::new(manifest.header.policy.clone(), "policy").map_err(|errs| {
         CheckError::Policy(
             errs.iter()
                 .map(|e| e.to_string())
                 .collect::<Vec<_>>()
                 .join("; "),
         )
-    })?;
+    })
+}
+
+/// Check `root` against `manifest` with `threads` hashing threads.
+pub fn check_tree(
+    manifest: &Manifest,
+    root: &Path,
+    threads: usize,
+) -> Result<CheckReport, CheckError> {
+    let policy = manifest_policy(manifest)?;
+    check_scope(manifest, &policy, root, threads, &ScanControl::default())
+}
+
+/// The manifest entries a scan starting at `start` covers: the path itself
+/// and everything below it (contiguous, since entries are sorted by bytes).
+fn scope(manifest: &Manifest, start: Option<&[u8]>) -> (Option<usize>, Range<usize>) {
+    let Some(start) = start.filter(|s| *s != b"/") else {
+        return (None, 0..manifest.entries.len());
+    };
+    let prefix = [start, b"/"].concat();
+    let entries = &manifest.entries;
+    let lo = entries.partition_point(|e| *e.path < *prefix);
+    let hi = lo + entries[lo..].partition_point(|e| e.path.starts_with(&prefix));
+    (manifest.find(start), lo..hi)
+}
+
+/// Check the part of the tree `control.start` selects (all of it by
+/// default) against the manifest, with the manifest's compiled `policy`.
+pub fn check_scope(
+    manifest: &Manifest,
+    policy: &CompiledPolicy,
+    root: &Path,
+    threads: usize,
+    control: &ScanControl,
+) -> Result<CheckReport, CheckError> {
+    let (exact, below) = scope(manifest, control.start.as_deref());
+    let in_scope = |i: usize| exact == Some(i) || below.contains(&i);
     let mut seen = vec![false; manifest.entries.len()];
     let mut findings = Vec::new();
     // Paths below which nothing was checked, with the index of the finding
@@ -54,12 +91,16 @@ pub fn check_tree(
     // `None` for a mount point, which only becomes a finding if the
     // manifest expected something below it.
     let mut blind: HashMap<Box<[u8]>, Option<usize>> = HashMap::new();
-    let stats = scan::scan(
+    // Added directories, so a later "cannot list" for the same path adds its
+    // reason to that finding instead of reporting the path twice.
+    let mut added_dirs: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let stats = scan::scan_with(
         &ScanOptions {
             root,
-            policy: &policy,
+            policy,
             threads,
         },
+        control,
         &mut |ev| match ev {
             ScanEvent::Entry { entry, mount_point } => match manifest.find(&entry.path) {
                 Some(i) => {
@@ -72,35 +113,53 @@ pub fn check_tree(
                     }
                 }
                 None if policy.may_appear(&entry.path) => {}
-                None => findings.push(Finding::simple(&entry.path, FindingKind::Added)),
+                None => {
+                    if entry.kind == crate::manifest::FileKind::Dir {
+                        added_dirs.insert(entry.path.clone(), findings.len());
+                    }
+                    findings.push(Finding::simple(&entry.path, FindingKind::Added));
+                }
             },
             ScanEvent::Unreadable {
                 path,
                 reason,
                 subtree,
             } => {
-                match manifest.find(&path) {
+                let index = match manifest.find(&path) {
                     Some(i) => {
                         seen[i] = true;
                         findings.push(Finding::unreadable(&path, reason));
+                        findings.len() - 1
                     }
                     // It exists (its directory listed it) and the image
                     // lacked it: that alone is drift.
-                    None if !policy.may_appear(&path) => {
-                        let mut f = Finding::simple(&path, FindingKind::Added);
-                        f.reason = Some(reason);
-                        findings.push(f);
+                    None if !policy.may_appear(&path) => match added_dirs.get(&path) {
+                        Some(&i) => {
+                            findings[i].reason = Some(reason);
+                            i
+                        }
+                        None => {
+                            let mut f = Finding::simple(&path, FindingKind::Added);
+                            f.reason = Some(reason);
+                            findings.push(f);
+                            findings.len() - 1
+                        }
+                    },
+                    None => {
+                        findings.push(Finding::unreadable(&path, reason));
+                        findings.len() - 1
                     }
-                    None => findings.push(Finding::unreadable(&path, reason)),
-                }
+                };
                 if subtree {
-                    blind.insert(path, Some(findings.len() - 1));
+                    blind.insert(path, Some(index));
                 }
             }
         },
     )?;
     let mut unchecked: HashMap<&[u8], u64> = HashMap::new();
-    for (entry, _) in manifest.entries.iter().zip(&seen).filter(|(_, s)| !**s) {
+    let candidates = exact.into_iter().chain(below.clone());
+    for i in candidates.filter(|&i| in_scope(i) && !seen[i]) {
+        let entry = &manifest.entries[i];
         match blind_ancestor(&blind, &entry.path) {
             Some(p) => *unchecked.entry(p).or_default() += 1,
             None => findings.push(Finding::simple(&entry.path, FindingKind::Removed)),

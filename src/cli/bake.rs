@@ -64,6 +64,14 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
         std::fs::canonicalize(&a.root).map_err(|e| CliError::io("resolve root", &a.root, e))?;
     cfg.policy.exclude.extend(a.exclude.iter().cloned());
     if let Some(inside) = output_inside_root(&root, &a.output) {
+        // Policy globs are text: a name that is not UTF-8 cannot be
+        // excluded exactly, and a manifest that lists itself never verifies.
+        let inside = String::from_utf8(inside).map_err(|_| {
+            CliError(format!(
+                "bake: --output {} lies inside the root and is not valid UTF-8, so it cannot be excluded; write it outside the root or give it a UTF-8 name",
+                a.output.display()
+            ))
+        })?;
         cfg.policy.exclude.push(glob_literal(&inside));
     }
     let policy = CompiledPolicy::new(cfg.policy.clone(), "policy").map_err(|errs| {
@@ -147,8 +155,7 @@ fn output_inside_root(root: &Path, output: &Path) -> Option<Vec<u8>> {
 }
 
 /// A glob matching exactly this path (metacharacters escaped).
-fn glob_literal(path: &[u8]) -> String {
-    let s = String::from_utf8_lossy(path);
+fn glob_literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {

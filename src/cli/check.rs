@@ -20,7 +20,7 @@ pub struct CheckArgs {
     pub root: PathBuf,
     /// Public key the manifest must be signed with (repeatable, for key
     /// rotation).
-    #[arg(long, value_name = "FILE", required_unless_present = "allow_unsigned")]
+    #[arg(long, value_name = "FILE")]
     pub trusted_key: Vec<PathBuf>,
     /// Check without verifying a signature (for unsigned manifests).
     #[arg(long, conflicts_with = "trusted_key")]

@@ -2,6 +2,7 @@
 
 use super::report::ManifestInfo;
 use super::{CliError, Format, Status};
+use crate::manifest::escape::escape;
 use crate::manifest::format;
 use clap::Args;
 use serde::Serialize;
@@ -68,9 +69,9 @@ pub fn run(a: InspectArgs) -> Result<Status, CliError> {
                 out,
                 "image id:        {}",
                 if info.image_id.is_empty() {
-                    "(none)"
+                    "(none)".to_string()
                 } else {
-                    &info.image_id
+                    escape(info.image_id.as_bytes())
                 }
             );
             let _ = writeln!(out, "digest:          {} (verified)", info.digest);

@@ -214,9 +214,9 @@ fn identity(m: &ManifestInfo) -> String {
     format!(
         "image-id {}, digest {}, {}",
         if m.image_id.is_empty() {
-            "(none)"
+            "(none)".to_string()
         } else {
-            &m.image_id
+            escape(m.image_id.as_bytes())
         },
         m.digest,
         match (&m.key_id, m.signature_verified) {

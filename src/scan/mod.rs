@@ -498,14 +498,29 @@ impl Walker<'_> {
             }
         }
         if attrs.contains(Attr::Xattrs) {
-            match xattr::read_path(&self.fs_path(&child)) {
+            // A directory's xattrs are read through a descriptor opened
+            // relative to its parent (no path length limit, no symlink
+            // followed); other types cannot be opened safely, so their own
+            // xattrs are read by path without following the last component.
+            let read = if kind == FileKind::Dir {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                rustix::fs::openat(fd, name, flags, Mode::empty())
+                    .map_err(std::io::Error::from)
+                    .and_then(|dfd| xattr::read_fd(dfd.as_fd()))
+            } else {
+                xattr::read_path(&self.fs_path(&child))
+            };
+            match read {
                 Ok(x) => entry.xattrs = Some(x),
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => return true,
                 Err(e) => {
+                    // Skipping a directory skips its subtree: say so, so its
+                    // manifest entries are "not checked", never "removed".
+                    let subtree = kind == FileKind::Dir;
                     self.send(unreadable(
                         &child,
                         format!("cannot read xattrs: {e}"),
-                        false,
+                        subtree,
                     ));
                     return true;
                 }
