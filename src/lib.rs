@@ -9,6 +9,10 @@
 //! - [`scan`]: walk + stat + hash a tree under a root, safely and in
 //!   parallel, producing entries.
 //! - [`check`]: a live scan against a manifest -> findings and a verdict.
+//! - [`watch`]: inotify events -> debounced hints for targeted re-checks.
+//! - [`daemon`]: `driftd run`, the long-running loop: schedule, confirm,
+//!   persist, shut down.
+//! - [`telemetry`]: metric definitions in one place and the HTTP endpoints.
 //! - [`cli`]: one file per subcommand; the only place that prints.
 //!
 //! `manifest` and `policy` touch no filesystem and no clock; `scan` and
@@ -17,6 +21,9 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod manifest;
 pub mod policy;
 pub mod scan;
+pub mod telemetry;
+pub mod watch;

@@ -7,7 +7,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, cli.verbose);
+    // The agent logs what it does (journald keeps it); one-shot commands
+    // only warn unless asked.
+    let base = usize::from(matches!(cli.command, cli::Command::Run(_)));
+    init_tracing(cli.log_format, cli.verbose.saturating_add(base as u8));
     match cli::run(cli) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod inspect;
 pub mod keygen;
 mod report;
+pub mod run;
 
 use crate::manifest::{sign, Manifest};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -109,6 +110,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Generate an ed25519 key pair for signing manifests.
     Keygen(keygen::KeygenArgs),
+    /// Run the agent: watch the host, rescan, serve metrics (systemd service).
+    Run(run::RunArgs),
 }
 
 /// Run the parsed command.
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Diff(a) => diff::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::Run(a) => run::run(a),
     }
 }
 

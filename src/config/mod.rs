@@ -10,12 +10,93 @@ use crate::policy::{Allow, CompiledPolicy, Policy, Rule};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    pub agent: AgentConfig,
     pub scan: ScanConfig,
     pub policy: Policy,
+}
+
+/// `[agent]`: what `driftd run` watches and where it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The live tree to check.
+    pub root: PathBuf,
+    /// The manifest baked from the image.
+    pub manifest: PathBuf,
+    /// Public keys the manifest must be signed with (any one of them).
+    pub trusted_keys: Vec<PathBuf>,
+    /// Accept a manifest without verifying a signature.
+    pub allow_unsigned: bool,
+    /// Where the verdict survives restarts.
+    pub state_dir: PathBuf,
+    /// HTTP listen address for /metrics, /healthz and /status.
+    pub listen: String,
+    /// Watch checked directories with inotify for near-real-time detection.
+    pub watch: bool,
+    /// Quiet period after a filesystem event before the touched paths are
+    /// re-checked (events in the window are batched).
+    pub debounce: Duration,
+    /// Delay before drift is confirmed by reading the paths again.
+    pub confirm_delay: Duration,
+    /// Time between full rescans.
+    pub full_scan_interval: Duration,
+    /// Random extra delay, up to this much, added to each interval so a
+    /// fleet does not scan in lockstep.
+    pub full_scan_jitter: Duration,
+    /// Bytes per second a full scan may read; 0 = unlimited.
+    pub read_rate_limit: u64,
+    /// Most findings listed by /status (counts are always complete).
+    pub status_findings_limit: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            root: PathBuf::from("/"),
+            manifest: PathBuf::from("/var/lib/driftd/manifest"),
+            trusted_keys: vec![PathBuf::from("/etc/driftd/trusted.pub")],
+            allow_unsigned: false,
+            state_dir: PathBuf::from("/var/lib/driftd"),
+            listen: "0.0.0.0:9847".into(),
+            watch: true,
+            debounce: Duration::from_millis(200),
+            confirm_delay: Duration::from_millis(100),
+            full_scan_interval: Duration::from_secs(3600),
+            full_scan_jitter: Duration::from_secs(600),
+            read_rate_limit: 64 << 20,
+            status_findings_limit: 1000,
+        }
+    }
+}
+
+/// Parse a size such as `64MiB`, `512KiB`, `1GiB`, `100MB` or `0`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 64MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// `[scan]`: how scans run on this machine (not part of the policy).
@@ -28,6 +109,7 @@ pub struct ScanConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            agent: AgentConfig::default(),
             scan: ScanConfig { threads: 0 },
             policy: Policy::default(),
         }
@@ -106,6 +188,34 @@ impl<'e> Table<'e> {
         }
     }
 
+    /// A duration written as text: `200ms`, `30s`, `1h 30m`.
+    fn duration(&mut self, name: &str) -> Option<Duration> {
+        let text: String = self.take(name)?;
+        match humantime::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let key = self.path(name);
+                self.errors.push(format!(
+                    "{key}: `{text}` is not a duration like 30s or 1h ({e})"
+                ));
+                None
+            }
+        }
+    }
+
+    /// A size written as text: `64MiB`.
+    fn bytes(&mut self, name: &str) -> Option<u64> {
+        let text: String = self.take(name)?;
+        match parse_bytes(&text) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                let key = self.path(name);
+                self.errors.push(format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
     fn raw(&mut self, name: &str) -> Option<toml::Value> {
         self.table.remove(name)
     }
@@ -138,9 +248,60 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let mut errors = Vec::new();
     let defaults = Config::default();
     let mut top = Table::new("", Some(toml::Value::Table(doc)), &mut errors);
+    let agent_v = top.raw("agent");
     let scan_v = top.raw("scan");
     let policy_v = top.raw("policy");
-    top.finish(&["scan", "policy"]);
+    top.finish(&["agent", "scan", "policy"]);
+
+    let da = &defaults.agent;
+    let mut ag = Table::new("agent", agent_v, &mut errors);
+    let agent = AgentConfig {
+        root: ag.take("root").unwrap_or_else(|| da.root.clone()),
+        manifest: ag.take("manifest").unwrap_or_else(|| da.manifest.clone()),
+        trusted_keys: ag
+            .take("trusted_keys")
+            .unwrap_or_else(|| da.trusted_keys.clone()),
+        allow_unsigned: ag.take("allow_unsigned").unwrap_or(da.allow_unsigned),
+        state_dir: ag.take("state_dir").unwrap_or_else(|| da.state_dir.clone()),
+        listen: ag.take("listen").unwrap_or_else(|| da.listen.clone()),
+        watch: ag.take("watch").unwrap_or(da.watch),
+        debounce: ag.duration("debounce").unwrap_or(da.debounce),
+        confirm_delay: ag.duration("confirm_delay").unwrap_or(da.confirm_delay),
+        full_scan_interval: ag
+            .duration("full_scan_interval")
+            .unwrap_or(da.full_scan_interval),
+        full_scan_jitter: ag
+            .duration("full_scan_jitter")
+            .unwrap_or(da.full_scan_jitter),
+        read_rate_limit: ag.bytes("read_rate_limit").unwrap_or(da.read_rate_limit),
+        status_findings_limit: ag
+            .take("status_findings_limit")
+            .unwrap_or(da.status_findings_limit),
+    };
+    ag.finish(&[
+        "root",
+        "manifest",
+        "trusted_keys",
+        "allow_unsigned",
+        "state_dir",
+        "listen",
+        "watch",
+        "debounce",
+        "confirm_delay",
+        "full_scan_interval",
+        "full_scan_jitter",
+        "read_rate_limit",
+        "status_findings_limit",
+    ]);
+    if agent.listen.parse::<std::net::SocketAddr>().is_err() {
+        errors.push(format!(
+            "agent.listen: `{}` is not an address like 127.0.0.1:9847 or [::]:9847",
+            agent.listen
+        ));
+    }
+    if agent.full_scan_interval < Duration::from_secs(1) {
+        errors.push("agent.full_scan_interval: must be at least 1s".into());
+    }
 
     let mut scan = Table::new("scan", scan_v, &mut errors);
     let threads = scan
@@ -213,6 +374,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     }
     if errors.is_empty() {
         Ok(Config {
+            agent,
             scan: ScanConfig { threads },
             policy,
         })

@@ -1,0 +1,7 @@
+//! What the agent exposes: metrics (defined in one place), the HTTP
+//! endpoints, and the state they read.
+
+pub mod http;
+pub mod metrics;
+
+pub use metrics::Metrics;

@@ -1,0 +1,328 @@
+//! Filesystem events as hints: inotify watches on every checked directory,
+//! and a debouncer that batches touched paths.
+//!
+//! Events are hints, never truth: a touched path is re-checked against the
+//! manifest, and on any doubt -- a queue overflow, an event channel that
+//! filled up, a directory that could not be watched (e.g. the inotify watch
+//! limit) -- the agent falls back to a full rescan.
+//!
+//! Why the `inotify` crate and not `notify` (which wraps it): notify's
+//! inotify backend always asks for `IN_OPEN`, so every file the agent's own
+//! scans open would queue an event -- a full scan of 110,000 files
+//! overflows the kernel queue (16,384 events by default), which forces a
+//! full rescan, which opens every file again. We ask only for events that
+//! mean a change: modify, attrib, close-after-write, create, delete, move.
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What the watcher tells the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMsg {
+    /// Paths (inside the root) that something touched.
+    Touched(Vec<Box<[u8]>>),
+    /// Events were lost (kernel queue overflow or our channel full):
+    /// rescan everything.
+    Overflow,
+}
+
+/// Capacity of the channel from the reader thread (in batches); beyond it
+/// events are dropped and a full rescan is forced.
+const CHANNEL: usize = 1024;
+
+/// Events that mean something changed. Never `IN_OPEN`/`IN_ACCESS`/
+/// `IN_CLOSE_NOWRITE`: the agent's own reads must not wake it.
+fn mask() -> WatchMask {
+    WatchMask::MODIFY
+        | WatchMask::ATTRIB
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVE_SELF
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::ONLYDIR
+}
+
+/// Shared counters the agent exports.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    pub events: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+type WdMap = Arc<Mutex<HashMap<WatchDescriptor, Box<[u8]>>>>;
+
+/// inotify watches on directories under a root.
+pub struct Watch {
+    watches: Watches,
+    root: PathBuf,
+    by_wd: WdMap,
+    by_path: HashMap<Box<[u8]>, WatchDescriptor>,
+}
+
+/// A directory that could not be watched.
+#[derive(Debug, thiserror::Error)]
+#[error("watch {}: {reason}", path.display())]
+pub struct WatchError {
+    pub path: PathBuf,
+    pub reason: String,
+    /// The inotify watch limit was reached (fs.inotify.max_user_watches).
+    pub limit: bool,
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
+    if dir == b"/" {
+        [b"/", name].concat().into()
+    } else {
+        [dir, b"/", name].concat().into()
+    }
+}
+
+impl Watch {
+    /// Start inotify and a reader thread; messages go to the receiver.
+    pub fn new(
+        root: &Path,
+        counters: Arc<WatchCounters>,
+    ) -> Result<(Watch, mpsc::Receiver<WatchMsg>), WatchError> {
+        let mut inotify = Inotify::init().map_err(|e| WatchError {
+            path: root.to_path_buf(),
+            reason: format!("cannot start inotify: {e}"),
+            limit: false,
+        })?;
+        let watches = inotify.watches();
+        let by_wd: WdMap = Arc::default();
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let map = by_wd.clone();
+        std::thread::Builder::new()
+            .name("driftd-inotify".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut behind = false;
+                loop {
+                    let events = match inotify.read_events_blocking(&mut buf) {
+                        Ok(ev) => ev,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            let _ = tx.blocking_send(WatchMsg::Overflow);
+                            return;
+                        }
+                    };
+                    let mut paths = Vec::new();
+                    let mut overflow = false;
+                    {
+                        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                        for ev in events {
+                            if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                                overflow = true;
+                                continue;
+                            }
+                            counters.events.fetch_add(1, Ordering::Relaxed);
+                            let Some(dir) = map.get(&ev.wd).cloned() else {
+                                continue;
+                            };
+                            if ev.mask.contains(EventMask::IGNORED) {
+                                map.remove(&ev.wd);
+                            }
+                            paths.push(match ev.name {
+                                Some(name) => join(&dir, name.as_bytes()),
+                                None => dir,
+                            });
+                        }
+                    }
+                    let msg = if overflow {
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        WatchMsg::Overflow
+                    } else if paths.is_empty() {
+                        continue;
+                    } else {
+                        WatchMsg::Touched(paths)
+                    };
+                    match tx.try_send(msg) {
+                        Ok(()) => behind = false,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // The agent is behind and events are being lost:
+                            // make sure one overflow gets through.
+                            if !behind {
+                                behind = true;
+                                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                if tx.blocking_send(WatchMsg::Overflow).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| WatchError {
+                path: root.to_path_buf(),
+                reason: format!("cannot start the inotify reader thread: {e}"),
+                limit: false,
+            })?;
+        Ok((
+            Watch {
+                watches,
+                root: root.to_path_buf(),
+                by_wd,
+                by_path: HashMap::new(),
+            },
+            rx,
+        ))
+    }
+
+    /// Watch one directory (a path inside the root). Watching an already
+    /// watched directory is a no-op.
+    pub fn add(&mut self, rel: &[u8]) -> Result<(), WatchError> {
+        if self.by_path.contains_key(rel) {
+            return Ok(());
+        }
+        let abs = crate::scan::display_path(&self.root, rel);
+        match self.watches.add(&abs, mask()) {
+            Ok(wd) => {
+                self.by_wd
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(wd.clone(), rel.into());
+                self.by_path.insert(rel.into(), wd);
+                Ok(())
+            }
+            Err(e) => Err(WatchError {
+                limit: e.raw_os_error() == Some(28), // ENOSPC: max_user_watches
+                reason: e.to_string(),
+                path: abs,
+            }),
+        }
+    }
+
+    /// Forget the watch of a directory that no longer exists.
+    pub fn forget(&mut self, rel: &[u8]) {
+        if let Some(wd) = self.by_path.remove(rel) {
+            self.by_wd
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&wd);
+            let _ = self.watches.remove(wd);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}
+
+/// Batches touched paths: the first hint opens a window of `delay`; when it
+/// closes, everything touched in it is re-checked together. A path whose
+/// ancestor is also touched is folded into the ancestor (a re-check covers
+/// the subtree).
+#[derive(Debug)]
+pub struct Debouncer {
+    delay: Duration,
+    pending: BTreeSet<Box<[u8]>>,
+    deadline: Option<Instant>,
+}
+
+impl Debouncer {
+    pub fn new(delay: Duration) -> Debouncer {
+        Debouncer {
+            delay,
+            pending: BTreeSet::new(),
+            deadline: None,
+        }
+    }
+
+    pub fn push(&mut self, paths: impl IntoIterator<Item = Box<[u8]>>) {
+        for p in paths {
+            self.pending.insert(p);
+        }
+        if self.deadline.is_none() && !self.pending.is_empty() {
+            self.deadline = Some(Instant::now() + self.delay);
+        }
+    }
+
+    /// When the current window closes, if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Take the batch if its window has closed.
+    pub fn take_due(&mut self) -> Option<Vec<Box<[u8]>>> {
+        match self.deadline {
+            Some(d) if Instant::now() >= d => {
+                self.deadline = None;
+                Some(fold(std::mem::take(&mut self.pending)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Drop everything pending (a full rescan covers it).
+    pub fn clear(&mut self) {
+        self.pending.clear();
+        self.deadline = None;
+    }
+}
+
+/// Remove paths that have an ancestor in the set.
+fn fold(set: BTreeSet<Box<[u8]>>) -> Vec<Box<[u8]>> {
+    let mut out: Vec<Box<[u8]>> = Vec::new();
+    // Sorted order puts "/a" before "/a/b" but also "/a-b" between them, so
+    // test every kept path, not only the last.
+    for p in set {
+        if !out.iter().any(|a| crate::daemon::engine::in_scope(&p, a)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Box<[u8]> {
+        s.as_bytes().into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_within_the_window_and_folds_subtrees() {
+        let mut d = Debouncer::new(Duration::from_millis(200));
+        assert_eq!(d.deadline(), None);
+        d.push([b("/etc/a/b")]);
+        let first = d.deadline().unwrap();
+        tokio::time::advance(Duration::from_millis(150)).await;
+        d.push([b("/etc/a"), b("/etc/a-b"), b("/usr/x")]);
+        assert_eq!(
+            d.deadline(),
+            Some(first),
+            "later events do not extend the window"
+        );
+        assert_eq!(d.take_due(), None, "window still open");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(
+            d.take_due(),
+            Some(vec![b("/etc/a"), b("/etc/a-b"), b("/usr/x")])
+        );
+        assert_eq!(d.deadline(), None);
+        assert_eq!(d.take_due(), None);
+    }
+
+    #[test]
+    fn joined_paths() {
+        assert_eq!(join(b"/", b"etc"), b("/etc"));
+        assert_eq!(join(b"/etc", b"x"), b("/etc/x"));
+    }
+}
