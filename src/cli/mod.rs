@@ -185,6 +185,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError
     let name = path
         .file_name()
         .ok_or_else(|| CliError(format!("write {}: not a file name", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io("create directory", dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
         name.to_string_lossy(),

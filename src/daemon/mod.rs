@@ -707,8 +707,11 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the manifest and rescanning");
+                let before = agent.loaded.as_ref().map(|l| l.manifest.digest);
                 agent.load();
-                agent.request_full("sighup");
+                let after = agent.loaded.as_ref().map(|l| l.manifest.digest);
+                let changed = before.is_some() && after.is_some() && before != after;
+                agent.request_full(if changed { "manifest_changed" } else { "sighup" });
                 agent.publish();
             }
             msg = async {
