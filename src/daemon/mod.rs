@@ -79,6 +79,43 @@ fn random_fraction() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The full-rescan schedule: every `interval` plus a fresh random delay of
+/// up to `jitter` each time.
+#[derive(Debug)]
+pub struct Schedule {
+    interval: Duration,
+    jitter: Duration,
+    next: Instant,
+    random: fn() -> f64,
+}
+
+impl Schedule {
+    pub fn new(interval: Duration, jitter: Duration, random: fn() -> f64) -> Schedule {
+        let next = Instant::now() + next_full_scan_delay(interval, jitter, random());
+        Schedule {
+            interval,
+            jitter,
+            next,
+            random,
+        }
+    }
+
+    /// When the next rescan is due.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// True (and the next one scheduled) if a rescan is due now.
+    pub fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + next_full_scan_delay(self.interval, self.jitter, (self.random)());
+        true
+    }
+}
+
 /// When the next full rescan is due: the interval plus up to `jitter`.
 pub fn next_full_scan_delay(interval: Duration, jitter: Duration, fraction: f64) -> Duration {
     interval + jitter.mul_f64(fraction.clamp(0.0, 1.0))
@@ -153,7 +190,7 @@ struct Agent {
     targeted_running: bool,
     confirm: Vec<Box<[u8]>>,
     confirm_at: Option<Instant>,
-    next_full: Instant,
+    schedule: Schedule,
     pacer: Option<Arc<Pacer>>,
     ready_sent: bool,
     last_full_unix: Option<f64>,
@@ -657,12 +694,11 @@ pub async fn run(
         debouncer: Debouncer::new(agent_cfg.debounce),
         pacer: (agent_cfg.read_rate_limit > 0)
             .then(|| Arc::new(Pacer::new(agent_cfg.read_rate_limit))),
-        next_full: Instant::now()
-            + next_full_scan_delay(
-                agent_cfg.full_scan_interval,
-                agent_cfg.full_scan_jitter,
-                random_fraction(),
-            ),
+        schedule: Schedule::new(
+            agent_cfg.full_scan_interval,
+            agent_cfg.full_scan_jitter,
+            random_fraction,
+        ),
         opts,
         shared,
         engine: Engine::new(),
@@ -696,7 +732,7 @@ pub async fn run(
         let wake = [
             agent.debouncer.deadline(),
             agent.confirm_at,
-            Some(agent.next_full),
+            Some(agent.schedule.next()),
             next_watchdog,
         ]
         .into_iter()
@@ -736,15 +772,8 @@ pub async fn run(
             _ = tokio::time::sleep_until(wake) => {}
         }
         let now = Instant::now();
-        if now >= agent.next_full {
+        if agent.schedule.due() {
             agent.request_full("interval");
-            let cfg = &agent.opts.agent;
-            agent.next_full = now
-                + next_full_scan_delay(
-                    cfg.full_scan_interval,
-                    cfg.full_scan_jitter,
-                    random_fraction(),
-                );
         }
         if let (Some(d), Some(at)) = (watchdog, next_watchdog) {
             if now >= at {
@@ -773,6 +802,37 @@ pub fn state_path(dir: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rescans_follow_the_interval_plus_fresh_jitter() {
+        use std::sync::atomic::AtomicUsize;
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        // 0.0, 0.5, 1.0, 0.0, ...: a different jitter every time.
+        fn fake() -> f64 {
+            [0.0, 0.5, 1.0][CALLS.fetch_add(1, Ordering::Relaxed) % 3]
+        }
+        let start = Instant::now();
+        let mut s = Schedule::new(Duration::from_secs(100), Duration::from_secs(10), fake);
+        assert_eq!(s.next() - start, Duration::from_secs(100));
+        assert!(!s.due());
+        tokio::time::advance(Duration::from_secs(99)).await;
+        assert!(!s.due(), "not before the interval");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(s.due());
+        assert_eq!(
+            s.next() - start,
+            Duration::from_secs(205),
+            "interval + 0.5 jitter"
+        );
+        assert!(!s.due(), "once per period");
+        tokio::time::advance(Duration::from_secs(105)).await;
+        assert!(s.due());
+        assert_eq!(
+            s.next() - start,
+            Duration::from_secs(315),
+            "interval + full jitter"
+        );
+    }
 
     #[test]
     fn jitter_spreads_within_bounds() {
