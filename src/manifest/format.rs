@@ -44,6 +44,9 @@ const ZSTD_LEVEL: i32 = 9;
 /// Refuse to inflate anything larger: no real manifest comes near this, and a
 /// hostile file must not make the agent allocate without bound.
 pub const MAX_DECOMPRESSED: u64 = 2 << 30;
+/// Largest compression ratio for which a frame's claimed size is used to
+/// size the output buffer up front (real manifests compress about 3:1).
+const MAX_RATIO: u64 = 64;
 
 /// Where and why a manifest could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,16 +183,18 @@ pub fn decompress(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, FormatErro
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
     let corrupt = |e: std::io::Error| FormatError::Other(format!("corrupt compressed data: {e}"));
-    // driftd writes the content size into the frame: inflate in one go
-    // into an exactly sized buffer (no regrowth, no copies).
-    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes) {
-        if size > MAX_DECOMPRESSED {
-            return Err(FormatError::Other(format!(
-                "decompressed manifest would exceed {MAX_DECOMPRESSED} bytes"
-            )));
+    // driftd writes the content size into its single frame: then inflate
+    // in one go into an exactly sized buffer (no regrowth, no copies). The
+    // claimed size is trusted only when one frame spans the whole input and
+    // the ratio is plausible for a manifest; anything else (several frames,
+    // a tiny frame claiming gigabytes) takes the bounded streaming path,
+    // which never allocates more than it has actually inflated.
+    let single_frame = zstd::zstd_safe::find_frame_compressed_size(bytes) == Ok(bytes.len());
+    if let (true, Ok(Some(size))) = (single_frame, zstd::zstd_safe::get_frame_content_size(bytes)) {
+        if size <= MAX_DECOMPRESSED && size <= (bytes.len() as u64).saturating_mul(MAX_RATIO) {
+            let out = zstd::bulk::decompress(bytes, size as usize).map_err(corrupt)?;
+            return Ok(std::borrow::Cow::Owned(out));
         }
-        let out = zstd::bulk::decompress(bytes, size as usize).map_err(corrupt)?;
-        return Ok(std::borrow::Cow::Owned(out));
     }
     let mut out = Vec::new();
     let mut dec = zstd::stream::read::Decoder::new(bytes)
@@ -367,7 +372,7 @@ const HEADER_LINES: usize = 6;
 /// but stitching the chunks together costs a transient copy of the entry
 /// array (~10 MB), and the agent's memory budget matters more.
 fn parse_entries(rest: &[u8], count: usize, line_offset: usize) -> Result<Vec<Entry>, FormatError> {
-    let (entries, error) = parse_chunk(rest);
+    let (entries, error) = parse_chunk(rest, count);
     if let Some((i, reason)) = error {
         return Err(line_err(line_offset + i + 1, reason));
     }
@@ -377,12 +382,6 @@ fn parse_entries(rest: &[u8], count: usize, line_offset: usize) -> Result<Vec<En
             entries.len()
         )));
     }
-    if entries.len() > count {
-        return Err(line_err(
-            line_offset + count + 1,
-            format!("more lines than the {count} entries announced"),
-        ));
-    }
     Ok(entries)
 }
 
@@ -390,14 +389,21 @@ fn parse_entries(rest: &[u8], count: usize, line_offset: usize) -> Result<Vec<En
 /// (0-based line index in the chunk, reason).
 type Chunk = (Vec<Entry>, Option<(usize, String)>);
 
-/// Parse whole lines, stopping at the first bad one.
-fn parse_chunk(chunk: &[u8]) -> Chunk {
+/// Parse whole lines, stopping at the first bad one or at the first line
+/// beyond `limit` (reported before anything wrong further down).
+fn parse_chunk(chunk: &[u8], limit: usize) -> Chunk {
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
     let mut out: Vec<Entry> = Vec::with_capacity(chunk.len() / 100 + 1);
     if chunk.is_empty() {
         return (out, None);
     }
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if i == limit {
+            return (
+                out,
+                Some((i, format!("more lines than the {limit} entries announced"))),
+            );
+        }
         if line.is_empty() {
             return (
                 out,
