@@ -27,6 +27,8 @@ pub struct CheckReport {
     pub verdict: Verdict,
     pub counts: Counts,
     pub stats: ScanStats,
+    /// Directories the scan entered (the agent keeps them watched).
+    pub dirs: Vec<Box<[u8]>>,
 }
 
 /// Why a check could not run at all.
@@ -94,6 +96,7 @@ pub fn check_scope(
     // Added directories, so a later "cannot list" for the same path adds its
     // reason to that finding instead of reporting the path twice.
     let mut added_dirs: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut dirs: Vec<Box<[u8]>> = Vec::new();
     let stats = scan::scan_with(
         &ScanOptions {
             root,
@@ -102,24 +105,29 @@ pub fn check_scope(
         },
         control,
         &mut |ev| match ev {
-            ScanEvent::Entry { entry, mount_point } => match manifest.find(&entry.path) {
-                Some(i) => {
-                    seen[i] = true;
-                    let expected = &manifest.entries[i];
-                    findings.extend(compare(expected, &entry, mount_point));
-                    if mount_point {
-                        // Only unknown if the image had something below it.
-                        blind.insert(entry.path, None);
+            ScanEvent::Entry { entry, mount_point } => {
+                if entry.kind == crate::manifest::FileKind::Dir && !mount_point {
+                    dirs.push(entry.path.clone());
+                }
+                match manifest.find(&entry.path) {
+                    Some(i) => {
+                        seen[i] = true;
+                        let expected = &manifest.entries[i];
+                        findings.extend(compare(expected, &entry, mount_point));
+                        if mount_point {
+                            // Only unknown if the image had something below it.
+                            blind.insert(entry.path, None);
+                        }
+                    }
+                    None if policy.may_appear(&entry.path) => {}
+                    None => {
+                        if entry.kind == crate::manifest::FileKind::Dir {
+                            added_dirs.insert(entry.path.clone(), findings.len());
+                        }
+                        findings.push(Finding::simple(&entry.path, FindingKind::Added));
                     }
                 }
-                None if policy.may_appear(&entry.path) => {}
-                None => {
-                    if entry.kind == crate::manifest::FileKind::Dir {
-                        added_dirs.insert(entry.path.clone(), findings.len());
-                    }
-                    findings.push(Finding::simple(&entry.path, FindingKind::Added));
-                }
-            },
+            }
             ScanEvent::Unreadable {
                 path,
                 reason,
@@ -194,6 +202,7 @@ pub fn check_scope(
         verdict,
         counts,
         stats,
+        dirs,
     })
 }
 

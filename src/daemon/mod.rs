@@ -290,29 +290,39 @@ impl Agent {
                 }
             }
         }
-        let Some(watch) = self.watch.as_mut() else {
-            return;
-        };
-        let mut failed = 0u64;
-        let mut first_error = None;
-        for e in loaded
+        let dirs: Vec<Box<[u8]>> = loaded
             .manifest
             .entries
             .iter()
             .filter(|e| e.kind == crate::manifest::FileKind::Dir)
-        {
-            if let Err(err) = watch.add(&e.path) {
-                failed += 1;
-                if first_error.is_none() {
-                    first_error = Some(err);
+            .map(|e| e.path.clone())
+            .collect();
+        self.watch_dirs(dirs.iter(), true);
+    }
+
+    /// Make sure these directories are watched (a no-op for those that
+    /// are). A directory that cannot be watched is counted once and left to
+    /// the full rescans; `rescan` asks for one now (not after a full scan,
+    /// which would loop while the watch limit holds).
+    fn watch_dirs<'a>(&mut self, dirs: impl Iterator<Item = &'a Box<[u8]>>, rescan: bool) {
+        let Some(w) = self.watch.as_mut() else { return };
+        let mut new_failures = 0u64;
+        let mut first_error = None;
+        for d in dirs {
+            if let Err(e) = w.add(d) {
+                if e.first {
+                    new_failures += 1;
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        self.shared.metrics.watches.set(watch.len() as i64);
+        self.shared.metrics.watches.set(w.len() as i64);
         if let Some(err) = first_error {
-            warn!(failed, error = %err, limit = err.limit, "some directories cannot be watched: a full rescan covers them");
-            self.shared.metrics.watch_failures.inc_by(failed);
-            self.request_full("watch_failed");
+            warn!(failed = new_failures, error = %err, limit = err.limit, "directories cannot be watched: full rescans cover them");
+            self.shared.metrics.watch_failures.inc_by(new_failures);
+            if rescan {
+                self.request_full("watch_failed");
+            }
         }
     }
 
@@ -332,7 +342,12 @@ impl Agent {
 
     fn start_jobs(&mut self) {
         let Some(loaded) = &self.loaded else {
+            // Nothing to check against: drop what is pending, so no
+            // deadline stays in the past (that would spin the loop).
             self.full_requested = None;
+            self.debouncer.clear();
+            self.confirm.clear();
+            self.confirm_at = None;
             return;
         };
         if self.full_running.is_none() {
@@ -459,6 +474,8 @@ impl Agent {
                             seconds = elapsed.as_secs_f64(),
                             "full scan done"
                         );
+                        // A full scan also repairs any watch that was lost.
+                        self.watch_dirs(report.dirs.iter(), false);
                         let applied = self.engine.apply_full(report.findings);
                         self.after_apply(applied);
                     }
@@ -505,20 +522,11 @@ impl Agent {
                             };
                             findings.extend(r.findings.iter().cloned());
                         }
-                        // New directories get watched, so what happens in
-                        // them is seen too.
+                        // Every directory the re-check saw gets watched (new
+                        // ones, and re-created ones whose old watch the
+                        // kernel dropped), so what happens in them is seen.
+                        self.watch_dirs(reports.iter().flat_map(|r| r.dirs.iter()), true);
                         if let Some(w) = self.watch.as_mut() {
-                            for f in findings.iter().filter(|f| f.kind == FindingKind::Added) {
-                                let abs = crate::scan::display_path(&self.opts.agent.root, &f.path);
-                                if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir())
-                                    && w.add(&f.path).is_err()
-                                {
-                                    self.shared.metrics.watch_failures.inc();
-                                    if self.full_requested.is_none() {
-                                        self.full_requested = Some("watch_failed");
-                                    }
-                                }
-                            }
                             for p in &scope {
                                 let abs = crate::scan::display_path(&self.opts.agent.root, p);
                                 if std::fs::symlink_metadata(&abs).is_err() {
@@ -714,8 +722,8 @@ pub async fn run(
         ready_sent: false,
         last_full_unix: None,
     };
-    agent.load();
     agent.request_full("startup");
+    agent.load();
     agent.publish();
     if agent.loaded.is_none() {
         // Nothing to scan: serve "unknown" with the reason, and tell
@@ -727,18 +735,25 @@ pub async fn run(
     let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
     tokio::pin!(shutdown);
     loop {
+        let was_scanning = agent.full_running.is_some();
         agent.start_jobs();
+        if !was_scanning && agent.full_running.is_some() {
+            agent.publish(); // /status shows the running scan
+        }
         let now = Instant::now();
-        let wake = [
-            agent.debouncer.deadline(),
-            agent.confirm_at,
-            Some(agent.schedule.next()),
-            next_watchdog,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now + Duration::from_secs(3600));
+        // Deadlines that cannot be acted on now (a re-check is running; its
+        // result wakes the loop) must not count, or a past deadline would
+        // turn the loop into a busy wait.
+        let (batch, confirm) = if agent.targeted_running {
+            (None, None)
+        } else {
+            (agent.debouncer.deadline(), agent.confirm_at)
+        };
+        let wake = [batch, confirm, Some(agent.schedule.next()), next_watchdog]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             _ = &mut shutdown => break,
             _ = sighup.recv() => {

@@ -68,6 +68,8 @@ pub struct Watch {
     root: PathBuf,
     by_wd: WdMap,
     by_path: HashMap<Box<[u8]>, WatchDescriptor>,
+    /// Directories whose last watch attempt failed.
+    failed: std::collections::HashSet<Box<[u8]>>,
 }
 
 /// A directory that could not be watched.
@@ -78,6 +80,9 @@ pub struct WatchError {
     pub reason: String,
     /// The inotify watch limit was reached (fs.inotify.max_user_watches).
     pub limit: bool,
+    /// The first failure for this directory (a retry that fails again is
+    /// not counted twice).
+    pub first: bool,
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
@@ -98,6 +103,7 @@ impl Watch {
             path: root.to_path_buf(),
             reason: format!("cannot start inotify: {e}"),
             limit: false,
+            first: true,
         })?;
         let watches = inotify.watches();
         let by_wd: WdMap = Arc::default();
@@ -168,6 +174,7 @@ impl Watch {
                 path: root.to_path_buf(),
                 reason: format!("cannot start the inotify reader thread: {e}"),
                 limit: false,
+                first: true,
             })?;
         Ok((
             Watch {
@@ -175,6 +182,7 @@ impl Watch {
                 root: root.to_path_buf(),
                 by_wd,
                 by_path: HashMap::new(),
+                failed: Default::default(),
             },
             rx,
         ))
@@ -183,8 +191,18 @@ impl Watch {
     /// Watch one directory (a path inside the root). Watching an already
     /// watched directory is a no-op.
     pub fn add(&mut self, rel: &[u8]) -> Result<(), WatchError> {
-        if self.by_path.contains_key(rel) {
-            return Ok(());
+        if let Some(wd) = self.by_path.get(rel) {
+            // Still live unless the kernel dropped it (the directory was
+            // deleted: IN_IGNORED removed it from the reader's map).
+            let live = self
+                .by_wd
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(wd);
+            if live {
+                return Ok(());
+            }
+            self.by_path.remove(rel);
         }
         let abs = crate::scan::display_path(&self.root, rel);
         match self.watches.add(&abs, mask()) {
@@ -194,12 +212,14 @@ impl Watch {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(wd.clone(), rel.into());
                 self.by_path.insert(rel.into(), wd);
+                self.failed.remove(rel);
                 Ok(())
             }
             Err(e) => Err(WatchError {
                 limit: e.raw_os_error() == Some(28), // ENOSPC: max_user_watches
                 reason: e.to_string(),
                 path: abs,
+                first: self.failed.insert(rel.into()),
             }),
         }
     }
