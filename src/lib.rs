@@ -13,6 +13,8 @@
 //! - [`daemon`]: `driftd run`, the long-running loop: schedule, confirm,
 //!   persist, shut down.
 //! - [`telemetry`]: metric definitions in one place and the HTTP endpoints.
+//! - [`signal`]: control-plane backends behind one trait, a durable outbox
+//!   and retries.
 //! - [`cli`]: one file per subcommand; the only place that prints.
 //!
 //! `manifest` and `policy` touch no filesystem and no clock; `scan` and
@@ -25,5 +27,6 @@ pub mod daemon;
 pub mod manifest;
 pub mod policy;
 pub mod scan;
+pub mod signal;
 pub mod telemetry;
 pub mod watch;

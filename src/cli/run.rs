@@ -83,6 +83,8 @@ pub fn run(a: RunArgs) -> Result<Status, CliError> {
     let opts = RunOptions {
         agent: cfg.agent.clone(),
         threads: a.threads.unwrap_or(cfg.scan.threads),
+        signals: cfg.signals.clone(),
+        backends: cfg.signal.clone(),
     };
     // One thread for the loop and the HTTP server; scans run on blocking
     // threads. Idle means idle: nothing wakes but timers and events.

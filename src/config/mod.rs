@@ -18,6 +18,68 @@ pub struct Config {
     pub agent: AgentConfig,
     pub scan: ScanConfig,
     pub policy: Policy,
+    pub signals: SignalsConfig,
+    /// `[[signal]]`: control-plane backends, in order.
+    pub signal: Vec<BackendConfig>,
+}
+
+/// `[signals]`: settings shared by every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalsConfig {
+    /// The host id in signals (default: /etc/machine-id, else the hostname).
+    pub host_id: Option<String>,
+    /// Also signal when the verdict has been unknown for `unknown_grace`.
+    pub on_unknown: bool,
+    pub unknown_grace: Duration,
+    /// First retry delay, doubled each attempt up to `retry_max` (each
+    /// randomised to between half and all of its value).
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        SignalsConfig {
+            host_id: None,
+            on_unknown: false,
+            unknown_grace: Duration::from_secs(1800),
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One `[[signal]]` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Unique, `[a-z0-9_-]`: the metric label and the outbox directory.
+    pub name: String,
+    /// Log and count what would be sent; send nothing.
+    pub dry_run: bool,
+    pub kind: BackendKind,
+}
+
+/// The backend types and their settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendKind {
+    Webhook {
+        url: String,
+        secret_file: PathBuf,
+        ca_file: Option<PathBuf>,
+        timeout: Duration,
+    },
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
+    AwsAutoScaling {
+        should_respect_grace_period: bool,
+    },
+    Kubernetes {
+        node_name: Option<String>,
+        cordon: bool,
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// `[agent]`: what `driftd run` watches and where it reports.
@@ -111,6 +173,8 @@ impl Default for Config {
         Config {
             agent: AgentConfig::default(),
             scan: ScanConfig { threads: 0 },
+            signals: SignalsConfig::default(),
+            signal: Vec::new(),
             policy: Policy::default(),
         }
     }
@@ -251,7 +315,27 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let agent_v = top.raw("agent");
     let scan_v = top.raw("scan");
     let policy_v = top.raw("policy");
-    top.finish(&["agent", "scan", "policy"]);
+    let signals_v = top.raw("signals");
+    let signal_v = top.raw("signal");
+    top.finish(&["agent", "scan", "policy", "signals", "signal"]);
+
+    let ds = &defaults.signals;
+    let mut sg = Table::new("signals", signals_v, &mut errors);
+    let signals = SignalsConfig {
+        host_id: sg.take("host_id"),
+        on_unknown: sg.take("on_unknown").unwrap_or(ds.on_unknown),
+        unknown_grace: sg.duration("unknown_grace").unwrap_or(ds.unknown_grace),
+        retry_initial: sg.duration("retry_initial").unwrap_or(ds.retry_initial),
+        retry_max: sg.duration("retry_max").unwrap_or(ds.retry_max),
+    };
+    sg.finish(&[
+        "host_id",
+        "on_unknown",
+        "unknown_grace",
+        "retry_initial",
+        "retry_max",
+    ]);
+    let signal = parse_backends(signal_v, &mut errors);
 
     let da = &defaults.agent;
     let mut ag = Table::new("agent", agent_v, &mut errors);
@@ -377,10 +461,146 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             agent,
             scan: ScanConfig { threads },
             policy,
+            signals,
+            signal,
         })
     } else {
         Err(fail(errors))
     }
+}
+
+fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<BackendConfig> {
+    let items = match value {
+        None => return Vec::new(),
+        Some(toml::Value::Array(items)) => items,
+        Some(other) => {
+            errors.push(format!(
+                "signal: expected an array of tables ([[signal]]), found {}",
+                other.type_str()
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<BackendConfig> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("signal[{i}]");
+        let mut t = Table::new(&key, Some(item), errors);
+        let kind_name: Option<String> = t.take("type");
+        let name: Option<String> = t.take("name");
+        let dry_run = t.take("dry_run").unwrap_or(false);
+        let timeout = t.duration("timeout");
+        let kind = match kind_name.as_deref() {
+            Some("webhook") => {
+                let url: Option<String> = t.take("url");
+                let secret_file: Option<PathBuf> = t.take("secret_file");
+                let ca_file = t.take("ca_file");
+                t.finish(&[
+                    "type",
+                    "name",
+                    "dry_run",
+                    "timeout",
+                    "url",
+                    "secret_file",
+                    "ca_file",
+                ]);
+                match (url, secret_file) {
+                    (Some(url), Some(secret_file)) => Some(BackendKind::Webhook {
+                        url,
+                        secret_file,
+                        ca_file,
+                        timeout: timeout.unwrap_or(Duration::from_secs(10)),
+                    }),
+                    (url, _) => {
+                        errors.push(format!(
+                            "{key}.{}: required for a webhook (the secret is read from a file, never written inline)",
+                            if url.is_none() { "url" } else { "secret_file" }
+                        ));
+                        None
+                    }
+                }
+            }
+            Some("exec") => {
+                let command: Option<Vec<String>> = t.take("command");
+                t.finish(&["type", "name", "dry_run", "timeout", "command"]);
+                match command {
+                    Some(c) if !c.is_empty() => Some(BackendKind::Exec {
+                        command: c,
+                        timeout: timeout.unwrap_or(Duration::from_secs(60)),
+                    }),
+                    _ => {
+                        errors.push(format!(
+                            "{key}.command: required, a non-empty argv list (no shell)"
+                        ));
+                        None
+                    }
+                }
+            }
+            Some("aws-autoscaling") => {
+                let respect = t.take("should_respect_grace_period").unwrap_or(false);
+                t.finish(&[
+                    "type",
+                    "name",
+                    "dry_run",
+                    "timeout",
+                    "should_respect_grace_period",
+                ]);
+                Some(BackendKind::AwsAutoScaling {
+                    should_respect_grace_period: respect,
+                })
+            }
+            Some("kubernetes") => {
+                let node_name = t.take("node_name");
+                let cordon = t.take("cordon").unwrap_or(false);
+                let kubeconfig = t.take("kubeconfig");
+                t.finish(&[
+                    "type",
+                    "name",
+                    "dry_run",
+                    "timeout",
+                    "node_name",
+                    "cordon",
+                    "kubeconfig",
+                ]);
+                Some(BackendKind::Kubernetes {
+                    node_name,
+                    cordon,
+                    kubeconfig,
+                })
+            }
+            Some(other) => {
+                errors.push(format!(
+                    "{key}.type: unknown backend `{other}` (webhook, exec, aws-autoscaling, kubernetes)"
+                ));
+                None
+            }
+            None => {
+                errors.push(format!(
+                    "{key}.type: required (webhook, exec, aws-autoscaling, kubernetes)"
+                ));
+                None
+            }
+        };
+        let name = name.unwrap_or_else(|| kind_name.clone().unwrap_or_default());
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            errors.push(format!("{key}.name: `{name}` must be non-empty [a-z0-9_-]"));
+        } else if out.iter().any(|b| b.name == name) {
+            errors.push(format!(
+                "{key}.name: `{name}` is used twice; give each backend its own name"
+            ));
+        }
+        if let Some(kind) = kind {
+            out.push(BackendConfig {
+                name,
+                dry_run,
+                kind,
+            });
+        }
+    }
+    out
 }
 
 /// Read and parse a config file.

@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub agent: AgentConfig,
     /// Hashing threads (0 = one per CPU).
     pub threads: usize,
+    pub signals: crate::config::SignalsConfig,
+    /// Control-plane backends (none: only metrics and /healthz).
+    pub backends: Vec<crate::config::BackendConfig>,
 }
 
 /// A verified manifest and its compiled policy.
@@ -194,6 +197,13 @@ struct Agent {
     pacer: Option<Arc<Pacer>>,
     ready_sent: bool,
     last_full_unix: Option<f64>,
+    /// Queue to the signal dispatcher (`None` without backends).
+    signal_tx: Option<mpsc::UnboundedSender<crate::signal::Signal>>,
+    host: crate::signal::Host,
+    /// Since when the verdict has been unknown (Unix time), and whether
+    /// that period was signalled.
+    unknown_since: Option<f64>,
+    unknown_signalled: bool,
 }
 
 impl Agent {
@@ -589,8 +599,124 @@ impl Agent {
                     error!(error = %e, "cannot persist the drift verdict");
                 }
             }
+            self.signal_drift();
         }
         self.publish();
+    }
+
+    /// Queue the drift signal of the declared episode (the dispatcher skips
+    /// backends that already have it, delivered or pending).
+    fn signal_drift(&self) {
+        let (Some(tx), Some(d)) = (&self.signal_tx, self.engine.declared()) else {
+            return;
+        };
+        let counts = self.engine.counts();
+        let signal = crate::signal::Signal {
+            schema: "driftd.signal.v1".into(),
+            event: "drift.detected".into(),
+            idempotency_key: crate::signal::idempotency_key(
+                &self.host.id,
+                &d.manifest_digest,
+                "drift.detected",
+                d.first_detected_unix,
+            ),
+            host: self.host.clone(),
+            image_id: d.image_id.clone(),
+            manifest_digest: d.manifest_digest.clone(),
+            verdict: "drifted".into(),
+            reason: None,
+            counts: FindingKind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), counts.get(*k)))
+                .collect(),
+            findings_total: d.findings_total,
+            findings: d
+                .findings
+                .iter()
+                .take(crate::signal::SIGNAL_FINDINGS)
+                .cloned()
+                .collect(),
+            first_detected: crate::signal::rfc3339(d.first_detected_unix),
+            first_detected_unix: d.first_detected_unix,
+            created: crate::signal::rfc3339(now_unix()),
+        };
+        let _ = tx.send(signal);
+    }
+
+    /// Queue an unknown-verdict signal once the verdict has been unknown
+    /// for the grace period (only with `[signals] on_unknown`).
+    fn signal_unknown_if_due(&mut self) {
+        let Some(tx) = &self.signal_tx else { return };
+        let Some(since) = self.unknown_since else {
+            return;
+        };
+        if !self.opts.signals.on_unknown
+            || self.unknown_signalled
+            || now_unix() < since + self.opts.signals.unknown_grace.as_secs_f64()
+        {
+            return;
+        }
+        self.unknown_signalled = true;
+        let digest = self
+            .loaded
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |l| l.manifest.digest_string());
+        let image_id = self
+            .loaded
+            .as_ref()
+            .map(|l| l.manifest.header.image_id.clone())
+            .unwrap_or_default();
+        let counts = self.engine.counts();
+        warn!(since = %crate::signal::rfc3339(since), "verdict unknown past the grace period: signalling");
+        let _ = tx.send(crate::signal::Signal {
+            schema: "driftd.signal.v1".into(),
+            event: "verdict.unknown".into(),
+            idempotency_key: crate::signal::idempotency_key(
+                &self.host.id,
+                &digest,
+                "verdict.unknown",
+                since,
+            ),
+            host: self.host.clone(),
+            image_id,
+            manifest_digest: digest,
+            verdict: "unknown".into(),
+            reason: self.engine.problem().map(str::to_string),
+            counts: FindingKind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), counts.get(*k)))
+                .collect(),
+            findings_total: FindingKind::ALL.iter().map(|k| counts.get(*k)).sum(),
+            findings: self
+                .engine
+                .findings()
+                .take(crate::signal::SIGNAL_FINDINGS)
+                .map(state::RecordedFinding::from_finding)
+                .collect(),
+            first_detected: crate::signal::rfc3339(since),
+            first_detected_unix: since,
+            created: crate::signal::rfc3339(now_unix()),
+        });
+    }
+
+    /// Follow how long the verdict has been unknown.
+    fn track_unknown(&mut self) {
+        if self.engine.verdict() == Verdict::Unknown && self.ready_sent {
+            self.unknown_since.get_or_insert_with(now_unix);
+        } else {
+            self.unknown_since = None;
+            self.unknown_signalled = false;
+        }
+    }
+
+    /// When the unknown grace period ends, if that is pending.
+    fn unknown_deadline(&self) -> Option<Instant> {
+        let since = self.unknown_since?;
+        if self.signal_tx.is_none() || !self.opts.signals.on_unknown || self.unknown_signalled {
+            return None;
+        }
+        let due = since + self.opts.signals.unknown_grace.as_secs_f64();
+        Some(Instant::now() + Duration::from_secs_f64((due - now_unix()).max(0.0)))
     }
 
     /// Push the engine's view to metrics, /healthz and /status.
@@ -697,6 +823,22 @@ pub async fn run(
     });
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let agent_cfg = opts.agent.clone();
+    let backends = crate::signal::build(&opts.backends)
+        .map_err(|e| std::io::Error::other(format!("signal backends: {e}")))?;
+    shared
+        .metrics
+        .register_backends(backends.iter().map(|c| c.backend.name()));
+    let signal_tx = (!backends.is_empty()).then(|| {
+        crate::signal::dispatch::Dispatcher {
+            backends,
+            outbox: crate::signal::outbox::Outbox::new(&agent_cfg.state_dir),
+            shared: shared.clone(),
+            retry_initial: opts.signals.retry_initial,
+            retry_max: opts.signals.retry_max,
+        }
+        .spawn()
+    });
+    let host = crate::signal::Host::local(opts.signals.host_id.as_deref());
     let mut agent = Agent {
         store: StateStore::new(&agent_cfg.state_dir),
         debouncer: Debouncer::new(agent_cfg.debounce),
@@ -721,10 +863,18 @@ pub async fn run(
         confirm_at: None,
         ready_sent: false,
         last_full_unix: None,
+        signal_tx,
+        host,
+        unknown_since: None,
+        unknown_signalled: false,
     };
     agent.request_full("startup");
     agent.load();
     agent.publish();
+    // A drift declared before a restart whose signal never left (a crash
+    // between the declaration and the outbox write): queue it again; the
+    // dispatcher skips what was delivered or is pending.
+    agent.signal_drift();
     if agent.loaded.is_none() {
         // Nothing to scan: serve "unknown" with the reason, and tell
         // systemd we are up so it does not restart us in a loop.
@@ -749,11 +899,17 @@ pub async fn run(
         } else {
             (agent.debouncer.deadline(), agent.confirm_at)
         };
-        let wake = [batch, confirm, Some(agent.schedule.next()), next_watchdog]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + Duration::from_secs(3600));
+        let wake = [
+            batch,
+            confirm,
+            Some(agent.schedule.next()),
+            next_watchdog,
+            agent.unknown_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             _ = &mut shutdown => break,
             _ = sighup.recv() => {
@@ -790,6 +946,8 @@ pub async fn run(
         if agent.schedule.due() {
             agent.request_full("interval");
         }
+        agent.track_unknown();
+        agent.signal_unknown_if_due();
         if let (Some(d), Some(at)) = (watchdog, next_watchdog) {
             if now >= at {
                 // Only this loop pings: if it stops turning, systemd

@@ -77,7 +77,13 @@ pub struct Metrics {
     pub scan_errors: IntCounterVec,
     pub watches: IntGauge,
     pub watch_failures: IntCounter,
+    pub signal_requests: IntCounterVec,
+    pub signal_last_success: prometheus::GaugeVec,
+    pub signal_pending: IntGaugeVec,
 }
+
+/// Results of a signal request.
+pub const SIGNAL_RESULTS: [&str; 3] = ["success", "failure", "dry_run"];
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     // Names are static and unique: registration cannot fail.
@@ -249,6 +255,39 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            signal_requests: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "driftd_signal_requests_total",
+                        "Control-plane signal requests by backend and result (success, failure, dry_run).",
+                    ),
+                    &["backend", "result"],
+                )
+                .expect("valid metric"),
+            ),
+            signal_last_success: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "driftd_signal_last_success_timestamp_seconds",
+                        "When a signal was last delivered, by backend (Unix time), 0 if never.",
+                    ),
+                    &["backend"],
+                )
+                .expect("valid metric"),
+            ),
+            signal_pending: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "driftd_signal_pending",
+                        "Signals waiting in the outbox for delivery, by backend.",
+                    ),
+                    &["backend"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         };
         for reason in MANIFEST_ERRORS {
@@ -273,6 +312,18 @@ impl Metrics {
             m.scan_errors.with_label_values(&[reason]);
         }
         m
+    }
+
+    /// Create the per-backend series with zero values (backend names come
+    /// from the config: bounded).
+    pub fn register_backends<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            for result in SIGNAL_RESULTS {
+                self.signal_requests.with_label_values(&[name, result]);
+            }
+            self.signal_last_success.with_label_values(&[name]).set(0.0);
+            self.signal_pending.with_label_values(&[name]).set(0);
+        }
     }
 
     /// Set the one-hot verdict gauges.

@@ -1,0 +1,232 @@
+//! Delivering signals: the outbox drained with retries.
+//!
+//! Retries back off exponentially from `retry_initial` up to `retry_max`,
+//! each delay randomised to between half and all of its value, so hosts
+//! that failed together do not retry together.
+
+use super::outbox::{Item, Outbox};
+use super::{Configured, Signal};
+use crate::telemetry::http::Shared;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The delay before attempt `attempts + 1`: `initial * 2^(attempts-1)`,
+/// capped at `max`, scaled by `0.5 + fraction / 2`.
+pub fn backoff(attempts: u32, initial: Duration, max: Duration, fraction: f64) -> Duration {
+    let exp = 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+    let base = initial.mul_f64(exp).min(max);
+    base.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
+}
+
+fn random_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Settings of the dispatcher.
+pub struct Dispatcher {
+    pub backends: Vec<Configured>,
+    pub outbox: Outbox,
+    pub shared: Arc<Shared>,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Dispatcher {
+    /// Start delivering; signals sent to the returned channel are queued
+    /// for every backend (unless already delivered or pending).
+    pub fn spawn(self) -> mpsc::UnboundedSender<Signal> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(self.run(rx));
+        tx
+    }
+
+    fn set_pending(&self, items: &[Item]) {
+        for c in &self.backends {
+            let n = items
+                .iter()
+                .filter(|i| i.backend == c.backend.name())
+                .count();
+            self.shared
+                .metrics
+                .signal_pending
+                .with_label_values(&[c.backend.name()])
+                .set(n as i64);
+        }
+    }
+
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Signal>) {
+        let (mut items, errors) = self.outbox.load();
+        for e in errors {
+            error!(error = %e, "outbox item cannot be read; left on disk");
+        }
+        if !items.is_empty() {
+            info!(pending = items.len(), "resuming undelivered signals");
+        }
+        // Items for backends no longer configured stay on disk, untouched.
+        items.retain(|i| self.backends.iter().any(|c| c.backend.name() == i.backend));
+        self.set_pending(&items);
+        loop {
+            let next = items
+                .iter()
+                .map(|i| i.next_attempt_unix)
+                .fold(f64::INFINITY, f64::min);
+            let wait = if next.is_finite() {
+                Duration::from_secs_f64((next - now_unix()).max(0.0))
+            } else {
+                Duration::from_secs(86_400)
+            };
+            tokio::select! {
+                sig = rx.recv() => match sig {
+                    Some(sig) => self.enqueue(sig, &mut items),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = now_unix();
+            let mut i = 0;
+            while i < items.len() {
+                if items[i].next_attempt_unix <= now {
+                    let item = items.remove(i);
+                    if let Some(again) = self.attempt(item).await {
+                        items.push(again);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            self.set_pending(&items);
+        }
+    }
+
+    fn enqueue(&self, sig: Signal, items: &mut Vec<Item>) {
+        for c in &self.backends {
+            let name = c.backend.name();
+            let key = &sig.idempotency_key;
+            if self.outbox.is_delivered(name, key)
+                || items
+                    .iter()
+                    .any(|i| i.backend == name && &i.signal.idempotency_key == key)
+            {
+                continue; // at most once per episode and backend
+            }
+            let item = Item {
+                backend: name.to_string(),
+                signal: sig.clone(),
+                attempts: 0,
+                next_attempt_unix: now_unix(),
+                last_error: None,
+            };
+            // Durable before the first attempt: a crash now still sends.
+            if let Err(e) = self.outbox.save(&item) {
+                error!(backend = name, error = %e, "cannot persist the signal; sending anyway");
+            }
+            items.push(item);
+        }
+        self.set_pending(items);
+    }
+
+    /// One attempt; returns the item to retry, if it failed.
+    async fn attempt(&self, mut item: Item) -> Option<Item> {
+        let c = self
+            .backends
+            .iter()
+            .find(|c| c.backend.name() == item.backend)?;
+        let name = c.backend.name();
+        let m = &self.shared.metrics;
+        item.attempts = item.attempts.saturating_add(1);
+        let key = item.signal.idempotency_key.clone();
+        if c.dry_run {
+            info!(
+                backend = name,
+                kind = c.backend.kind(),
+                key = %key,
+                event = %item.signal.event,
+                "dry run: would signal the control plane; nothing sent"
+            );
+            m.signal_requests
+                .with_label_values(&[name, "dry_run"])
+                .inc();
+            if let Err(e) = self.outbox.delivered(&item, "dry run: not sent") {
+                error!(backend = name, error = %e, "cannot record the dry-run signal");
+            }
+            return None;
+        }
+        match c.backend.send(&item.signal).await {
+            Ok(response) => {
+                info!(
+                    backend = name,
+                    kind = c.backend.kind(),
+                    key = %key,
+                    event = %item.signal.event,
+                    attempts = item.attempts,
+                    response = %response,
+                    "signal delivered"
+                );
+                m.signal_requests
+                    .with_label_values(&[name, "success"])
+                    .inc();
+                m.signal_last_success
+                    .with_label_values(&[name])
+                    .set(now_unix());
+                if let Err(e) = self.outbox.delivered(&item, &response) {
+                    error!(backend = name, error = %e, "cannot record the delivery");
+                }
+                None
+            }
+            Err(reason) => {
+                let delay = backoff(
+                    item.attempts,
+                    self.retry_initial,
+                    self.retry_max,
+                    random_fraction(),
+                );
+                warn!(
+                    backend = name,
+                    kind = c.backend.kind(),
+                    key = %key,
+                    attempts = item.attempts,
+                    error = %reason,
+                    retry_in_seconds = delay.as_secs_f64(),
+                    "signal failed; will retry"
+                );
+                m.signal_requests
+                    .with_label_values(&[name, "failure"])
+                    .inc();
+                item.last_error = Some(reason);
+                item.next_attempt_unix = now_unix() + delay.as_secs_f64();
+                if let Err(e) = self.outbox.save(&item) {
+                    error!(backend = name, error = %e, "cannot persist the retry");
+                }
+                Some(item)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let (i, m) = (Duration::from_secs(5), Duration::from_secs(600));
+        assert_eq!(backoff(1, i, m, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(1, i, m, 0.0), Duration::from_millis(2500));
+        assert_eq!(backoff(2, i, m, 1.0), Duration::from_secs(10));
+        assert_eq!(backoff(4, i, m, 1.0), Duration::from_secs(40));
+        assert_eq!(backoff(20, i, m, 1.0), m, "capped");
+        assert_eq!(backoff(u32::MAX, i, m, 0.0), m / 2, "no overflow");
+    }
+}

@@ -1,0 +1,177 @@
+//! Telling the control plane to retire and replace a drifted host.
+//!
+//! Backends (webhook, AWS Auto Scaling, Kubernetes, exec) sit behind one
+//! trait, [`Backend`]; several can be active at once. A [`Signal`] is made
+//! once per drift episode and carries a stable idempotency key (host,
+//! manifest digest, episode), so every request for the same episode is
+//! recognisably the same request. Delivery goes through a durable outbox
+//! ([`outbox`]) in the state directory and a dispatcher ([`dispatch`]) that
+//! retries with capped, jittered exponential backoff: a signal survives
+//! crashes and restarts, is delivered at most once per episode and backend,
+//! and a fleet that drifts at once does not stampede the control plane.
+
+pub mod dispatch;
+pub mod exec;
+pub mod outbox;
+pub mod webhook;
+
+use crate::config::{BackendConfig, BackendKind};
+use crate::daemon::state::RecordedFinding;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Most findings a signal carries (the total is always given).
+pub const SIGNAL_FINDINGS: usize = 20;
+
+/// The host a signal is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// A stable id: `[signals] host_id`, else /etc/machine-id, else the
+    /// hostname.
+    pub id: String,
+    pub hostname: String,
+}
+
+impl Host {
+    /// This machine's identity (`configured` overrides the id).
+    pub fn local(configured: Option<&str>) -> Host {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let hostname = read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into());
+        let id = configured
+            .map(str::to_string)
+            .or_else(|| read("/etc/machine-id"))
+            .unwrap_or_else(|| hostname.clone());
+        Host { id, hostname }
+    }
+}
+
+/// What is sent: the JSON body of a webhook, the environment of an exec,
+/// the reason/message of a Kubernetes condition. Schema `driftd.signal.v1`
+/// (documented in the README).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub schema: String,
+    /// `drift.detected` or `verdict.unknown`.
+    #[serde(rename = "type")]
+    pub event: String,
+    /// Stable for the episode: hex BLAKE3 of host id, manifest digest and
+    /// the episode's start.
+    pub idempotency_key: String,
+    pub host: Host,
+    pub image_id: String,
+    pub manifest_digest: String,
+    /// `drifted` or `unknown`.
+    pub verdict: String,
+    /// Why the verdict is unknown, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub counts: BTreeMap<String, u64>,
+    pub findings_total: u64,
+    /// The first findings (at most [`SIGNAL_FINDINGS`]).
+    pub findings: Vec<RecordedFinding>,
+    /// When the episode started (drift first confirmed, or unknown since).
+    pub first_detected: String,
+    pub first_detected_unix: f64,
+    /// When driftd decided to signal.
+    pub created: String,
+}
+
+/// An episode's idempotency key.
+pub fn idempotency_key(host_id: &str, digest: &str, event: &str, start_unix: f64) -> String {
+    let mut h = blake3::Hasher::new();
+    for part in [host_id, digest, event, &format!("{start_unix:.6}")] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    crate::manifest::escape::to_hex(&h.finalize().as_bytes()[..16])
+}
+
+/// RFC 3339 (seconds) of a Unix time.
+pub fn rfc3339(unix: f64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0)),
+    )
+    .to_string()
+}
+
+/// A send in progress.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+/// A control-plane adapter. `send` returns a short description of the
+/// response (logged) or why it failed; every failure is retried.
+pub trait Backend: Send + Sync {
+    /// The configured name (a metric label).
+    fn name(&self) -> &str;
+    /// The backend type (`webhook`, `exec`, ...).
+    fn kind(&self) -> &'static str;
+    fn send<'a>(&'a self, signal: &'a Signal) -> SendFuture<'a>;
+}
+
+/// A configured backend and whether it only pretends.
+pub struct Configured {
+    pub backend: Box<dyn Backend>,
+    pub dry_run: bool,
+}
+
+/// Build every configured backend; errors name the backend.
+pub fn build(configs: &[BackendConfig]) -> Result<Vec<Configured>, String> {
+    let mut out = Vec::new();
+    for c in configs {
+        let backend: Box<dyn Backend> = match &c.kind {
+            BackendKind::Webhook {
+                url,
+                secret_file,
+                ca_file,
+                timeout,
+            } => Box::new(
+                webhook::Webhook::new(&c.name, url, secret_file, ca_file.as_deref(), *timeout)
+                    .map_err(|e| format!("signal `{}`: {e}", c.name))?,
+            ),
+            BackendKind::Exec { command, timeout } => {
+                Box::new(exec::Exec::new(&c.name, command.clone(), *timeout))
+            }
+            #[cfg(not(feature = "aws"))]
+            BackendKind::AwsAutoScaling { .. } => {
+                return Err(format!(
+                    "signal `{}`: this driftd was built without the `aws` feature",
+                    c.name
+                ))
+            }
+            #[cfg(not(feature = "kube"))]
+            BackendKind::Kubernetes { .. } => {
+                return Err(format!(
+                    "signal `{}`: this driftd was built without the `kube` feature",
+                    c.name
+                ))
+            }
+        };
+        out.push(Configured {
+            backend,
+            dry_run: c.dry_run,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_distinct() {
+        let a = idempotency_key("h", "blake3:aa", "drift.detected", 1.5);
+        assert_eq!(a, idempotency_key("h", "blake3:aa", "drift.detected", 1.5));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, idempotency_key("h2", "blake3:aa", "drift.detected", 1.5));
+        assert_ne!(a, idempotency_key("h", "blake3:bb", "drift.detected", 1.5));
+        assert_ne!(a, idempotency_key("h", "blake3:aa", "drift.detected", 2.5));
+        assert_ne!(a, idempotency_key("h", "blake3:aa", "verdict.unknown", 1.5));
+    }
+}
