@@ -637,6 +637,55 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "examples missing from {}", dir.display());
+    }
+
+    #[test]
+    fn shipped_config_commented_backends_parse() {
+        // Uncomment the [[signal]] examples of config/driftd.toml: they
+        // must be valid as written.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftd.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let tail = &text[text.find("[signals]").unwrap()..];
+        let uncommented: String = tail
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(t) if t.starts_with("[[signal]]") || is_setting(t) => t.to_string(),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = parse(&uncommented, Path::new("driftd.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        let kinds: Vec<&str> = cfg
+            .signal
+            .iter()
+            .map(|b| match b.kind {
+                BackendKind::Webhook { .. } => "webhook",
+                BackendKind::Exec { .. } => "exec",
+                BackendKind::AwsAutoScaling { .. } => "aws",
+                BackendKind::Kubernetes { .. } => "kube",
+            })
+            .collect();
+        assert_eq!(kinds, ["webhook", "aws", "kube", "exec"]);
+    }
+
+    fn is_setting(t: &str) -> bool {
+        let key = t.split(" = ").next().unwrap_or("");
+        !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    }
+
+    #[test]
     fn every_error_at_once_with_keys() {
         let err = p(r#"
             [scan]
