@@ -482,6 +482,7 @@ fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<B
         }
     };
     let mut out: Vec<BackendConfig> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let key = format!("signal[{i}]");
         let mut t = Table::new(&key, Some(item), errors);
@@ -587,10 +588,14 @@ fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<B
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
             errors.push(format!("{key}.name: `{name}` must be non-empty [a-z0-9_-]"));
-        } else if out.iter().any(|b| b.name == name) {
+        } else if seen.contains(&name) {
             errors.push(format!(
                 "{key}.name: `{name}` is used twice; give each backend its own name"
             ));
+        } else {
+            // Every valid name, also of backends with other errors, so one
+            // run reports a clash with them too.
+            seen.push(name.clone());
         }
         if let Some(kind) = kind {
             out.push(BackendConfig {

@@ -48,7 +48,7 @@ impl Dispatcher {
     /// for every backend (unless already delivered or pending).
     pub fn spawn(self) -> mpsc::UnboundedSender<Signal> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(self.run(rx));
+        tokio::spawn(Arc::new(self).run(rx));
         tx
     }
 
@@ -66,7 +66,7 @@ impl Dispatcher {
         }
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Signal>) {
+    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Signal>) {
         let (mut items, errors) = self.outbox.load();
         for e in errors {
             error!(error = %e, "outbox item cannot be read; left on disk");
@@ -94,16 +94,20 @@ impl Dispatcher {
                 },
                 _ = tokio::time::sleep(wait) => {}
             }
+            // Due attempts run concurrently: a backend that hangs until its
+            // timeout does not hold the others back.
             let now = now_unix();
-            let mut i = 0;
-            while i < items.len() {
-                if items[i].next_attempt_unix <= now {
-                    let item = items.remove(i);
-                    if let Some(again) = self.attempt(item).await {
-                        items.push(again);
-                    }
-                } else {
-                    i += 1;
+            let (due, later): (Vec<Item>, Vec<Item>) =
+                items.drain(..).partition(|i| i.next_attempt_unix <= now);
+            items = later;
+            let mut set = tokio::task::JoinSet::new();
+            for item in due {
+                let me = self.clone();
+                set.spawn(async move { me.attempt(item).await });
+            }
+            while let Some(done) = set.join_next().await {
+                if let Ok(Some(again)) = done {
+                    items.push(again);
                 }
             }
             self.set_pending(&items);
@@ -114,7 +118,14 @@ impl Dispatcher {
         for c in &self.backends {
             let name = c.backend.name();
             let key = &sig.idempotency_key;
-            if self.outbox.is_delivered(name, key)
+            // A dry run is recorded apart from real deliveries: switching
+            // dry_run off later still sends the episode for real.
+            let done = if c.dry_run {
+                self.outbox.is_dry_run_done(name, key)
+            } else {
+                self.outbox.is_delivered(name, key)
+            };
+            if done
                 || items
                     .iter()
                     .any(|i| i.backend == name && &i.signal.idempotency_key == key)
@@ -158,7 +169,7 @@ impl Dispatcher {
             m.signal_requests
                 .with_label_values(&[name, "dry_run"])
                 .inc();
-            if let Err(e) = self.outbox.delivered(&item, "dry run: not sent") {
+            if let Err(e) = self.outbox.dry_run_done(&item) {
                 error!(backend = name, error = %e, "cannot record the dry-run signal");
             }
             return None;

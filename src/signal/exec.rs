@@ -45,11 +45,18 @@ impl Exec {
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| format!("spawn {prog}: {e}"))?;
         let body = serde_json::to_vec(s).map_err(|e| e.to_string())?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that ignores its input must not make us fail.
-            let _ = stdin.write_all(&body).await;
-        }
-        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        let stdin = child.stdin.take();
+        // The timeout covers everything, writing the input included: a
+        // command that never reads a large signal must not block us.
+        let interaction = async move {
+            if let Some(mut stdin) = stdin {
+                // A command that ignores its input must not make us fail.
+                let _ = stdin.write_all(&body).await;
+            }
+            child.wait_with_output().await
+        };
+        match tokio::time::timeout(self.timeout, interaction).await {
+            // Dropping the future kills the child (kill_on_drop).
             Err(_) => Err(format!(
                 "{prog} did not finish within {:?} (killed)",
                 self.timeout
@@ -58,16 +65,13 @@ impl Exec {
             Ok(Ok(out)) if out.status.success() => Ok(format!("{prog} exited 0")),
             Ok(Ok(out)) => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let tail: String = stderr
-                    .trim()
-                    .chars()
-                    .rev()
-                    .take(200)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                Err(format!("{prog} failed ({}): {tail}", out.status))
+                let stderr = stderr.trim();
+                let start = stderr.char_indices().rev().nth(199).map_or(0, |(i, _)| i);
+                Err(format!(
+                    "{prog} failed ({}): {}",
+                    out.status,
+                    &stderr[start..]
+                ))
             }
         }
     }

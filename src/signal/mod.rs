@@ -10,8 +10,12 @@
 //! crashes and restarts, is delivered at most once per episode and backend,
 //! and a fleet that drifts at once does not stampede the control plane.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod dispatch;
 pub mod exec;
+#[cfg(feature = "kube")]
+pub mod kubernetes;
 pub mod outbox;
 pub mod webhook;
 
@@ -137,6 +141,10 @@ pub fn build(configs: &[BackendConfig]) -> Result<Vec<Configured>, String> {
             BackendKind::Exec { command, timeout } => {
                 Box::new(exec::Exec::new(&c.name, command.clone(), *timeout))
             }
+            #[cfg(feature = "aws")]
+            BackendKind::AwsAutoScaling {
+                should_respect_grace_period,
+            } => Box::new(aws::AutoScaling::new(&c.name, *should_respect_grace_period)),
             #[cfg(not(feature = "aws"))]
             BackendKind::AwsAutoScaling { .. } => {
                 return Err(format!(
@@ -144,6 +152,20 @@ pub fn build(configs: &[BackendConfig]) -> Result<Vec<Configured>, String> {
                     c.name
                 ))
             }
+            #[cfg(feature = "kube")]
+            BackendKind::Kubernetes {
+                node_name,
+                cordon,
+                kubeconfig,
+            } => Box::new(
+                kubernetes::NodeCondition::new(
+                    &c.name,
+                    node_name.clone(),
+                    *cordon,
+                    kubeconfig.clone(),
+                )
+                .map_err(|e| format!("signal `{}`: {e}", c.name))?,
+            ),
             #[cfg(not(feature = "kube"))]
             BackendKind::Kubernetes { .. } => {
                 return Err(format!(

@@ -72,6 +72,28 @@ impl Outbox {
         self.path(backend, key, "pending").exists()
     }
 
+    /// Was this signal already shown in a dry run (kept apart from real
+    /// deliveries)?
+    pub fn is_dry_run_done(&self, backend: &str, key: &str) -> bool {
+        self.path(backend, key, "dryrun").exists()
+    }
+
+    /// Record a dry run and drop the pending item.
+    pub fn dry_run_done(&self, item: &Item) -> Result<(), String> {
+        let key = &item.signal.idempotency_key;
+        write_atomic(&self.path(&item.backend, key, "dryrun"), b"{}\n")?;
+        self.remove_pending(item)
+    }
+
+    fn remove_pending(&self, item: &Item) -> Result<(), String> {
+        let pending = self.path(&item.backend, &item.signal.idempotency_key, "pending");
+        match std::fs::remove_file(&pending) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &pending, e)),
+        }
+    }
+
     /// Record (or update) a pending item.
     pub fn save(&self, item: &Item) -> Result<(), String> {
         let body = serde_json::to_vec_pretty(item).map_err(|e| e.to_string())?;
@@ -92,12 +114,7 @@ impl Outbox {
         }))
         .map_err(|e| e.to_string())?;
         write_atomic(&self.path(&item.backend, key, "delivered"), &body)?;
-        let pending = self.path(&item.backend, key, "pending");
-        match std::fs::remove_file(&pending) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &pending, e)),
-        }
+        self.remove_pending(item)
     }
 
     /// Every pending item on disk. Unreadable items are reported, not

@@ -1,0 +1,182 @@
+//! The AWS Auto Scaling backend: mark this instance `Unhealthy`, so that
+//! its Auto Scaling group terminates and replaces it.
+//!
+//! Everything comes from the instance itself, as on any EC2 host: the
+//! instance id from the instance metadata service (IMDSv2, a session token
+//! first), the region and the credentials from the SDK's default chains
+//! (environment, shared config, then IMDS: the region of the placement and
+//! the instance profile's role). `AWS_EC2_METADATA_SERVICE_ENDPOINT` and
+//! `AWS_ENDPOINT_URL` point them elsewhere (tests, VPC endpoints). Nothing
+//! is looked up when the backend is built, so an agent whose metadata
+//! service is briefly unreachable still starts; the first successful send
+//! caches the client and the instance id (the SDK refreshes the role's
+//! credentials by itself).
+//!
+//! The request is `SetInstanceHealth(InstanceId, HealthStatus=Unhealthy,
+//! ShouldRespectGracePeriod)`: idempotent, so a retry after a lost answer
+//! does no harm. A failure reports the AWS error code and message (e.g.
+//! `AccessDenied`, `SignatureDoesNotMatch`) and is retried by the
+//! dispatcher; credentials never appear in it.
+
+use super::{Backend, SendFuture, Signal};
+use aws_config::imds;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_autoscaling::operation::RequestId;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// The longest one send may take, metadata look-ups and SDK retries
+/// included (the dispatcher sends one item at a time, so a hung request
+/// must not stall the others).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The health status that makes the group replace the instance.
+const UNHEALTHY: &str = "Unhealthy";
+
+/// What the first successful send found out.
+struct Ready {
+    client: aws_sdk_autoscaling::Client,
+    instance_id: String,
+}
+
+pub struct AutoScaling {
+    name: String,
+    should_respect_grace_period: bool,
+    ready: OnceCell<Ready>,
+}
+
+impl AutoScaling {
+    /// No IO here: the metadata service is asked on the first send.
+    pub fn new(name: &str, should_respect_grace_period: bool) -> AutoScaling {
+        AutoScaling {
+            name: name.to_string(),
+            should_respect_grace_period,
+            ready: OnceCell::new(),
+        }
+    }
+
+    /// The instance id from IMDSv2 and a client for the region of the
+    /// default chain (which asks IMDS when neither the environment nor the
+    /// shared config names one).
+    async fn connect() -> Result<Ready, String> {
+        // rustls with ring (already in the build for the webhook), not the
+        // SDK's default aws-lc, which would add a C library to the build.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let imds = imds::Client::builder()
+            .configure(&ProviderConfig::default().with_http_client(http.clone()))
+            .build();
+        let instance_id = imds
+            .get("/latest/meta-data/instance-id")
+            .await
+            .map_err(|e| {
+                format!(
+                    "instance id from the instance metadata service: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
+        let instance_id = instance_id.as_ref().trim().to_string();
+        if !instance_id.starts_with("i-") {
+            return Err(format!(
+                "the instance metadata service gave `{instance_id}`, not an instance id"
+            ));
+        }
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
+        if config.region().is_none() {
+            return Err(
+                "no AWS region: none in the environment (AWS_REGION), the shared \
+                        config or the instance metadata service"
+                    .into(),
+            );
+        }
+        Ok(Ready {
+            client: aws_sdk_autoscaling::Client::new(&config),
+            instance_id,
+        })
+    }
+
+    async fn set_unhealthy(&self) -> Result<String, String> {
+        let ready = self.ready.get_or_try_init(Self::connect).await?;
+        let out = ready
+            .client
+            .set_instance_health()
+            .instance_id(&ready.instance_id)
+            .health_status(UNHEALTHY)
+            .should_respect_grace_period(self.should_respect_grace_period)
+            .send()
+            .await
+            .map_err(|e| {
+                // The code and message of an AWS error, else the whole
+                // chain (no credentials in either: the SDK never puts
+                // them in errors).
+                let request_id = e
+                    .request_id()
+                    .map(|id| format!(" (request id {id})"))
+                    .unwrap_or_default();
+                let status = e
+                    .raw_response()
+                    .map(|r| format!("HTTP {}: ", r.status().as_u16()))
+                    .unwrap_or_default();
+                match e.code() {
+                    Some(code) => format!(
+                        "SetInstanceHealth for {}: {status}{code}: {}{request_id}",
+                        ready.instance_id,
+                        e.message().unwrap_or("(no message)")
+                    ),
+                    None => format!(
+                        "SetInstanceHealth for {}: {status}{}{request_id}",
+                        ready.instance_id,
+                        DisplayErrorContext(&e)
+                    ),
+                }
+            })?;
+        Ok(format!(
+            "SetInstanceHealth {UNHEALTHY} for {} (request id {})",
+            ready.instance_id,
+            out.request_id().unwrap_or("unknown")
+        ))
+    }
+
+    async fn send_bounded(&self) -> Result<String, String> {
+        tokio::time::timeout(SEND_TIMEOUT, self.set_unhealthy())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {SEND_TIMEOUT:?}")))
+    }
+}
+
+impl Backend for AutoScaling {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "aws-autoscaling"
+    }
+
+    fn send<'a>(&'a self, _signal: &'a Signal) -> SendFuture<'a> {
+        Box::pin(self.send_bounded())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_does_no_io() {
+        // Outside any runtime and with no metadata service: must not block
+        // or fail.
+        let b = AutoScaling::new("asg", true);
+        assert_eq!(b.name(), "asg");
+        assert_eq!(b.kind(), "aws-autoscaling");
+        assert!(b.should_respect_grace_period);
+        assert!(b.ready.get().is_none());
+    }
+}
