@@ -24,6 +24,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod fsutil;
 pub mod manifest;
 pub mod policy;
 pub mod scan;

@@ -174,35 +174,7 @@ pub fn verify_signature(
         .map_err(|e| CliError(format!("manifest {}: {e}", manifest_path.display())))
 }
 
-/// Write a file atomically: a temporary file beside it, fsync, rename.
+/// Write a file atomically (see [`crate::fsutil::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| CliError(format!("write {}: not a file name", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| CliError::io("create directory", dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CliError::io("write", path, e)
-    })
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(|e| CliError::io("write", path, e))
 }

@@ -66,7 +66,8 @@ enum JobResult {
     },
 }
 
-fn now_unix() -> f64 {
+/// Now, as Unix time in seconds.
+pub fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -74,7 +75,7 @@ fn now_unix() -> f64 {
 
 /// A uniformly random fraction in [0, 1) from the OS (jitter must differ
 /// between hosts, so no fixed seed).
-fn random_fraction() -> f64 {
+pub fn random_fraction() -> f64 {
     let mut b = [0u8; 8];
     if getrandom::getrandom(&mut b).is_err() {
         return 0.5;

@@ -11,7 +11,6 @@
 use crate::manifest::diff::Finding;
 use crate::manifest::escape::escape;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Most findings kept in the state file (the count is always complete).
@@ -122,16 +121,8 @@ impl StateStore {
 
     /// Record `declared` (or a clean state) atomically.
     pub fn save(&self, declared: Option<&Declared>) -> Result<(), StateError> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StateError::Io { op, path, source }
-        };
-        std::fs::create_dir_all(&self.dir).map_err(io("create state directory", &self.dir))?;
         let path = self.path();
-        let tmp = self
-            .dir
-            .join(format!(".state.json.tmp.{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(&StateFile {
+        let mut body = serde_json::to_vec_pretty(&StateFile {
             schema: SCHEMA.into(),
             declared: declared.cloned(),
         })
@@ -139,21 +130,11 @@ impl StateStore {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            StateError::Io {
-                op: "write state file",
-                path: path.clone(),
-                source: e,
-            }
+        body.push(b'\n');
+        crate::fsutil::write_atomic(&path, &body, 0o640).map_err(|source| StateError::Io {
+            op: "write state file",
+            path,
+            source,
         })
     }
 }

@@ -6,17 +6,12 @@
 
 use super::outbox::{Item, Outbox};
 use super::{Configured, Signal};
+use crate::daemon::{now_unix, random_fraction};
 use crate::telemetry::http::Shared;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// The delay before attempt `attempts + 1`: `initial * 2^(attempts-1)`,
 /// capped at `max`, scaled by `0.5 + fraction / 2`.
@@ -24,14 +19,6 @@ pub fn backoff(attempts: u32, initial: Duration, max: Duration, fraction: f64) -
     let exp = 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
     let base = initial.mul_f64(exp).min(max);
     base.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
-}
-
-fn random_fraction() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::getrandom(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Settings of the dispatcher.

@@ -10,7 +10,6 @@
 
 use super::Signal;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A signal waiting for one backend.
@@ -34,22 +33,8 @@ fn io_err(op: &str, path: &Path, e: std::io::Error) -> String {
     format!("{op} {}: {e}", path.display())
 }
 
-/// Write atomically: temporary file, fsync, rename, fsync the directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    r.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err("write", path, e)
-    })
+    crate::fsutil::write_atomic(path, bytes, 0o640).map_err(|e| io_err("write", path, e))
 }
 
 impl Outbox {
