@@ -469,6 +469,15 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// A backend with its own timeouts must not accept one that does nothing.
+fn no_timeout(key: &str, timeout: Option<Duration>, errors: &mut Vec<String>) {
+    if timeout.is_some() {
+        errors.push(format!(
+            "{key}.timeout: not used by this backend (it has its own timeouts)"
+        ));
+    }
+}
+
 fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<BackendConfig> {
     let items = match value {
         None => return Vec::new(),
@@ -545,6 +554,7 @@ fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<B
                     "timeout",
                     "should_respect_grace_period",
                 ]);
+                no_timeout(&key, timeout, errors);
                 Some(BackendKind::AwsAutoScaling {
                     should_respect_grace_period: respect,
                 })
@@ -562,6 +572,7 @@ fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<B
                     "cordon",
                     "kubeconfig",
                 ]);
+                no_timeout(&key, timeout, errors);
                 Some(BackendKind::Kubernetes {
                     node_name,
                     cordon,

@@ -611,36 +611,20 @@ impl Agent {
         let (Some(tx), Some(d)) = (&self.signal_tx, self.engine.declared()) else {
             return;
         };
-        let counts = self.engine.counts();
-        let signal = crate::signal::Signal {
-            schema: "driftd.signal.v1".into(),
-            event: "drift.detected".into(),
-            idempotency_key: crate::signal::idempotency_key(
-                &self.host.id,
-                &d.manifest_digest,
-                "drift.detected",
-                d.first_detected_unix,
-            ),
-            host: self.host.clone(),
-            image_id: d.image_id.clone(),
-            manifest_digest: d.manifest_digest.clone(),
-            verdict: "drifted".into(),
-            reason: None,
-            counts: FindingKind::ALL
-                .iter()
-                .map(|k| (k.name().to_string(), counts.get(*k)))
-                .collect(),
-            findings_total: d.findings_total,
-            findings: d
-                .findings
-                .iter()
-                .take(crate::signal::SIGNAL_FINDINGS)
-                .cloned()
-                .collect(),
-            first_detected: crate::signal::rfc3339(d.first_detected_unix),
-            first_detected_unix: d.first_detected_unix,
-            created: crate::signal::rfc3339(now_unix()),
-        };
+        let signal = crate::signal::Signal::new(
+            &self.host,
+            crate::signal::Episode {
+                event: "drift.detected",
+                verdict: "drifted",
+                reason: None,
+                manifest_digest: &d.manifest_digest,
+                image_id: &d.image_id,
+                start_unix: d.first_detected_unix,
+                counts: &self.engine.counts(),
+                findings_total: d.findings_total,
+                findings: d.findings.clone(),
+            },
+        );
         let _ = tx.send(signal);
     }
 
@@ -669,35 +653,25 @@ impl Agent {
             .unwrap_or_default();
         let counts = self.engine.counts();
         warn!(since = %crate::signal::rfc3339(since), "verdict unknown past the grace period: signalling");
-        let _ = tx.send(crate::signal::Signal {
-            schema: "driftd.signal.v1".into(),
-            event: "verdict.unknown".into(),
-            idempotency_key: crate::signal::idempotency_key(
-                &self.host.id,
-                &digest,
-                "verdict.unknown",
-                since,
-            ),
-            host: self.host.clone(),
-            image_id,
-            manifest_digest: digest,
-            verdict: "unknown".into(),
-            reason: self.engine.problem().map(str::to_string),
-            counts: FindingKind::ALL
-                .iter()
-                .map(|k| (k.name().to_string(), counts.get(*k)))
-                .collect(),
-            findings_total: FindingKind::ALL.iter().map(|k| counts.get(*k)).sum(),
-            findings: self
-                .engine
-                .findings()
-                .take(crate::signal::SIGNAL_FINDINGS)
-                .map(state::RecordedFinding::from_finding)
-                .collect(),
-            first_detected: crate::signal::rfc3339(since),
-            first_detected_unix: since,
-            created: crate::signal::rfc3339(now_unix()),
-        });
+        let _ = tx.send(crate::signal::Signal::new(
+            &self.host,
+            crate::signal::Episode {
+                event: "verdict.unknown",
+                verdict: "unknown",
+                reason: self.engine.problem().map(str::to_string),
+                manifest_digest: &digest,
+                image_id: &image_id,
+                start_unix: since,
+                counts: &counts,
+                findings_total: FindingKind::ALL.iter().map(|k| counts.get(*k)).sum(),
+                findings: self
+                    .engine
+                    .findings()
+                    .take(crate::signal::SIGNAL_FINDINGS)
+                    .map(state::RecordedFinding::from_finding)
+                    .collect(),
+            },
+        ));
     }
 
     /// Follow how long the verdict has been unknown.

@@ -246,8 +246,8 @@ impl NodeCondition {
                             .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
                     }
                 };
-                // The dispatcher waits for each attempt: a hung API server
-                // must not hold it for kube's default of five minutes.
+                // A hung API server must not hold an attempt for kube's
+                // default of five minutes.
                 config.connect_timeout = Some(CONNECT_TIMEOUT);
                 config.read_timeout = Some(REQUEST_TIMEOUT);
                 config.write_timeout = Some(REQUEST_TIMEOUT);

@@ -87,6 +87,48 @@ pub struct Signal {
     pub created: String,
 }
 
+/// What a signal is about: one drift (or unknown) episode.
+pub struct Episode<'a> {
+    pub event: &'a str,
+    pub verdict: &'a str,
+    pub reason: Option<String>,
+    pub manifest_digest: &'a str,
+    pub image_id: &'a str,
+    /// When the episode started (Unix time): part of the idempotency key.
+    pub start_unix: f64,
+    pub counts: &'a crate::manifest::diff::Counts,
+    pub findings_total: u64,
+    pub findings: Vec<RecordedFinding>,
+}
+
+impl Signal {
+    /// The signal of an episode, created now.
+    pub fn new(host: &Host, ep: Episode<'_>) -> Signal {
+        use crate::manifest::diff::FindingKind;
+        let mut findings = ep.findings;
+        findings.truncate(SIGNAL_FINDINGS);
+        Signal {
+            schema: "driftd.signal.v1".into(),
+            event: ep.event.into(),
+            idempotency_key: idempotency_key(&host.id, ep.manifest_digest, ep.event, ep.start_unix),
+            host: host.clone(),
+            image_id: ep.image_id.into(),
+            manifest_digest: ep.manifest_digest.into(),
+            verdict: ep.verdict.into(),
+            reason: ep.reason,
+            counts: FindingKind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), ep.counts.get(*k)))
+                .collect(),
+            findings_total: ep.findings_total,
+            findings,
+            first_detected: rfc3339(ep.start_unix),
+            first_detected_unix: ep.start_unix,
+            created: rfc3339(crate::daemon::now_unix()),
+        }
+    }
+}
+
 /// An episode's idempotency key.
 pub fn idempotency_key(host_id: &str, digest: &str, event: &str, start_unix: f64) -> String {
     let mut h = blake3::Hasher::new();
