@@ -162,7 +162,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Parse lowercase or uppercase hex; `None` on odd length or a bad digit.
 pub fn from_hex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks_exact(2)

@@ -22,7 +22,7 @@ use super::{Backend, SendFuture, Signal};
 use aws_config::imds;
 use aws_config::provider_config::ProviderConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::operation::RequestId;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use std::time::Duration;
@@ -32,6 +32,9 @@ use tokio::sync::OnceCell;
 /// included (the dispatcher sends one item at a time, so a hung request
 /// must not stall the others).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+const NO_REGION: &str = "no AWS region: none in the environment (AWS_REGION), \
+                         the shared config or the instance metadata service";
 
 /// The health status that makes the group replace the instance.
 const UNHEALTHY: &str = "Unhealthy";
@@ -90,11 +93,7 @@ impl AutoScaling {
             .load()
             .await;
         if config.region().is_none() {
-            return Err(
-                "no AWS region: none in the environment (AWS_REGION), the shared \
-                        config or the instance metadata service"
-                    .into(),
-            );
+            return Err(NO_REGION.into());
         }
         Ok(Ready {
             client: aws_sdk_autoscaling::Client::new(&config),
@@ -113,29 +112,11 @@ impl AutoScaling {
             .send()
             .await
             .map_err(|e| {
-                // The code and message of an AWS error, else the whole
-                // chain (no credentials in either: the SDK never puts
-                // them in errors).
-                let request_id = e
-                    .request_id()
-                    .map(|id| format!(" (request id {id})"))
-                    .unwrap_or_default();
-                let status = e
-                    .raw_response()
-                    .map(|r| format!("HTTP {}: ", r.status().as_u16()))
-                    .unwrap_or_default();
-                match e.code() {
-                    Some(code) => format!(
-                        "SetInstanceHealth for {}: {status}{code}: {}{request_id}",
-                        ready.instance_id,
-                        e.message().unwrap_or("(no message)")
-                    ),
-                    None => format!(
-                        "SetInstanceHealth for {}: {status}{}{request_id}",
-                        ready.instance_id,
-                        DisplayErrorContext(&e)
-                    ),
-                }
+                format!(
+                    "SetInstanceHealth for {}: {}",
+                    ready.instance_id,
+                    describe_error(&e)
+                )
             })?;
         Ok(format!(
             "SetInstanceHealth {UNHEALTHY} for {} (request id {})",
@@ -149,6 +130,58 @@ impl AutoScaling {
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {SEND_TIMEOUT:?}")))
     }
+}
+
+/// An SDK error in a line: `HTTP 403: SignatureDoesNotMatch: <message>
+/// (request id ...)` when AWS answered, else the error's chain (no
+/// answer: connection, timeout, credentials). Neither holds credentials:
+/// the SDK never puts them in errors and AWS never echoes them.
+fn describe_error<E>(e: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let Some(raw) = e.raw_response() else {
+        return DisplayErrorContext(e).to_string();
+    };
+    let request_id = e
+        .request_id()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default();
+    // The SDK parses `<ErrorResponse><Error>`; some endpoints (moto's
+    // authentication errors, proxies) wrap it differently: read the code
+    // and message from the body then.
+    let (code, message) = match e.code() {
+        Some(code) => (Some(code.to_string()), e.message().map(str::to_string)),
+        None => {
+            let body = raw.body().bytes().map(String::from_utf8_lossy);
+            let body = body.as_deref().unwrap_or("");
+            (xml_text(body, "Code"), xml_text(body, "Message"))
+        }
+    };
+    let status = raw.status().as_u16();
+    match code {
+        Some(code) => format!(
+            "HTTP {status}: {code}: {}{request_id}",
+            message.as_deref().unwrap_or("(no message)")
+        ),
+        None => format!("HTTP {status}: no AWS error code in the answer{request_id}"),
+    }
+}
+
+/// The text of the first `<tag>` element of an XML document (entities of
+/// the five predefined kinds decoded, at most 300 characters).
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&format!("</{tag}>"))?;
+    let text = xml[start..start + len]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.chars().take(300).collect())
 }
 
 impl Backend for AutoScaling {
@@ -178,5 +211,30 @@ mod tests {
         assert_eq!(b.kind(), "aws-autoscaling");
         assert!(b.should_respect_grace_period);
         assert!(b.ready.get().is_none());
+    }
+
+    #[test]
+    fn error_code_and_message_from_either_xml_shape() {
+        // awsQuery, as AWS answers.
+        let aws = r#"<ErrorResponse xmlns="https://autoscaling.amazonaws.com/doc/2011-01-01/">
+          <Error><Type>Sender</Type><Code>AccessDenied</Code>
+          <Message>User: arn:aws:sts::1:assumed-role/r/i is not authorized to perform: autoscaling:SetInstanceHealth</Message>
+          </Error><RequestId>abc</RequestId></ErrorResponse>"#;
+        assert_eq!(xml_text(aws, "Code").as_deref(), Some("AccessDenied"));
+        assert!(xml_text(aws, "Message")
+            .unwrap()
+            .ends_with("autoscaling:SetInstanceHealth"));
+        // moto's authentication errors (an extra <Errors>).
+        let moto = "<?xml version=\"1.0\"?><ErrorResponse><Errors><Error>\
+            <Code>SignatureDoesNotMatch</Code><Message>a &amp; b &lt;c&gt;</Message>\
+            </Error></Errors></ErrorResponse>";
+        assert_eq!(
+            xml_text(moto, "Code").as_deref(),
+            Some("SignatureDoesNotMatch")
+        );
+        assert_eq!(xml_text(moto, "Message").as_deref(), Some("a & b <c>"));
+        assert_eq!(xml_text("<Code></Code>", "Code"), None);
+        assert_eq!(xml_text("not xml", "Code"), None);
+        assert_eq!(xml_text("<Code>unterminated", "Code"), None);
     }
 }
