@@ -934,3 +934,197 @@ fn an_unreadable_secret_file_stops_the_agent_at_start() {
     o.assert_stderr_contains("signal `cp`");
     o.assert_stderr_contains(&missing.display().to_string());
 }
+
+// ------------------------------------------------- unknown verdict and TLS
+
+/// `[signals] on_unknown`: a verdict that stays unknown past the grace
+/// period (here: the manifest is corrupt) is signalled once, as
+/// `verdict.unknown`, with the reason.
+#[test]
+fn an_unknown_verdict_is_signalled_once_after_the_grace_period() {
+    let d = baked("sig-unknown");
+    std::fs::write(&d.manifest, b"not a manifest\n").unwrap();
+    let rx = Receiver::start();
+    let secret = Secret::whsec();
+    let tables = format!(
+        "[signals]\non_unknown = true\nunknown_grace = \"300ms\"\nretry_initial = \"200ms\"\n\n{}",
+        webhook("cp", &rx.url("/hook"), &secret.write(&d), "")
+    );
+    let mut a = launch_with(&d, &tables).start();
+    a.wait_ready();
+    let reqs = rx.wait_requests(1, &a);
+    let r = &reqs[0];
+    verify_signature(&secret.key, r).unwrap_or_else(|e| panic!("{e}\n{}", describe(&reqs)));
+    let body = r.json();
+    assert_eq!(body["type"], "verdict.unknown", "{body}");
+    assert_eq!(body["verdict"], "unknown", "{body}");
+    assert_eq!(body["manifest_digest"], "none", "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("invalid manifest"),
+        "reason: {reason}\n{body}"
+    );
+    assert_eq!(r.webhook_id(), body["idempotency_key"].as_str().unwrap());
+    // Still unknown, but the period was signalled: nothing more.
+    let m = a.wait_metrics("one success", |m| requests(m, "cp", "success") == 1.0);
+    assert_eq!(m.verdict("unknown"), 1.0, "{m}");
+    // Absence takes a wait to show: five grace periods, during which a
+    // second signal of the same unknown period would have gone out.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.requests().len(), 1, "{}", describe(&rx.requests()));
+}
+
+/// TLS: a receiver with a certificate from a private CA is trusted only
+/// through `ca_file`; without it the request fails (and is retried), never
+/// sent in clear or without verification. The HTTPS receiver is Python's
+/// http.server wrapped in its ssl module; the certificate is made with the
+/// openssl command.
+#[test]
+fn webhook_tls_trusts_the_configured_ca_and_nothing_else() {
+    let d = baked("sig-tls");
+    let dir = d.base.join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A private CA and a server certificate it signed (rustls, rightly,
+    // refuses a CA certificate used as the server's own).
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    let (cert, key, csr) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("cert.csr"),
+    );
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl (package openssl)");
+        assert!(st.success(), "openssl {args:?} failed");
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    openssl(&[
+        &os("req"),
+        &os("-x509"),
+        &os("-newkey"),
+        &os("rsa:2048"),
+        &os("-nodes"),
+        &os("-days"),
+        &os("2"),
+        &os("-subj"),
+        &os("/CN=driftd test CA"),
+        &os("-keyout"),
+        ca_key.as_os_str(),
+        &os("-out"),
+        ca.as_os_str(),
+    ]);
+    openssl(&[
+        &os("req"),
+        &os("-newkey"),
+        &os("rsa:2048"),
+        &os("-nodes"),
+        &os("-subj"),
+        &os("/CN=127.0.0.1"),
+        &os("-keyout"),
+        key.as_os_str(),
+        &os("-out"),
+        csr.as_os_str(),
+    ]);
+    openssl(&[
+        &os("x509"),
+        &os("-req"),
+        &os("-in"),
+        csr.as_os_str(),
+        &os("-CA"),
+        ca.as_os_str(),
+        &os("-CAkey"),
+        ca_key.as_os_str(),
+        &os("-CAcreateserial"),
+        &os("-days"),
+        &os("2"),
+        &os("-extfile"),
+        ext.as_os_str(),
+        &os("-out"),
+        cert.as_os_str(),
+    ]);
+    let server = dir.join("server.py");
+    std::fs::write(
+        &server,
+        r#"import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        with open(sys.argv[3], "a") as f:
+            f.write(self.headers["webhook-id"] + "\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+    )
+    .unwrap();
+    let got = dir.join("received");
+    let mut child = std::process::Command::new("python3")
+        .arg(&server)
+        .arg(&cert)
+        .arg(&key)
+        .arg(&got)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _guard = Kill(child);
+    let url = format!("https://127.0.0.1:{}/hook", line.trim());
+    let secret = Secret::raw().write(&d);
+    let tables = format!(
+        "{}{}{}",
+        signals_section("200ms", "400ms"),
+        webhook(
+            "with-ca",
+            &url,
+            &secret,
+            &format!("ca_file = {}", signal_util::lit(&ca.display().to_string()))
+        ),
+        webhook("system-roots", &url, &secret, ""),
+    );
+    let mut a = start(&launch_with(&d, &tables), &["with-ca", "system-roots"]);
+    append(&d, "/etc/passwd", b"tls\n");
+    let m = a.wait_metrics("with-ca delivered, system-roots failing", |m| {
+        requests(m, "with-ca", "success") == 1.0 && requests(m, "system-roots", "failure") >= 2.0
+    });
+    assert_eq!(requests(&m, "system-roots", "success"), 0.0, "{m}");
+    assert_eq!(pending(&m, "system-roots"), 1.0, "{m}");
+    let received = std::fs::read_to_string(&got).unwrap_or_default();
+    assert_eq!(
+        received.lines().count(),
+        1,
+        "only the verified request arrived: {received}"
+    );
+    let log = a.log_tail(400);
+    assert!(
+        log.contains("backend=\"system-roots\"") && log.contains("certificate"),
+        "the failing backend and the certificate problem are in the log:\n{log}"
+    );
+}

@@ -860,6 +860,10 @@ pub async fn run(
     let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
     tokio::pin!(shutdown);
     loop {
+        // How long the verdict has been unknown is followed at every turn,
+        // before the wake-up time is chosen (it may add a deadline).
+        agent.track_unknown();
+        agent.signal_unknown_if_due();
         let was_scanning = agent.full_running.is_some();
         agent.start_jobs();
         if !was_scanning && agent.full_running.is_some() {
@@ -921,8 +925,7 @@ pub async fn run(
         if agent.schedule.due() {
             agent.request_full("interval");
         }
-        agent.track_unknown();
-        agent.signal_unknown_if_due();
+
         if let (Some(d), Some(at)) = (watchdog, next_watchdog) {
             if now >= at {
                 // Only this loop pings: if it stops turning, systemd

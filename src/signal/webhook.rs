@@ -55,6 +55,22 @@ pub fn signature(secret: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String
     )
 }
 
+/// An error and its causes ("error sending request: ... invalid peer
+/// certificate: UnknownIssuer"): the outer message alone says too little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 impl Webhook {
     pub fn new(
         name: &str,
@@ -115,7 +131,7 @@ impl Webhook {
                 format!(
                     "POST to {}: {}",
                     self.url.host_str().unwrap_or("?"),
-                    e.without_url()
+                    error_chain(&e.without_url())
                 )
             })?;
         let status = resp.status();

@@ -1,0 +1,946 @@
+//! The alerting kit in `packaging/prometheus/` against the real tools and
+//! against the metrics driftd exports:
+//!
+//! - `promtool check rules` and `promtool test rules` on the alert rules
+//!   and their unit tests, `promtool check config` on the example
+//!   Prometheus config, `amtool check-config` on the example Alertmanager
+//!   config;
+//! - the unit tests can fail: one mutation per alert (a threshold or a
+//!   `for` one step looser) must make `promtool test rules` fail;
+//! - every metric the rules, their tests and the Grafana dashboard use is
+//!   one driftd exports (names and label names parsed from
+//!   `src/telemetry/metrics.rs`), or `up`;
+//! - every alert has its labels and annotations, a RUNBOOK.md section, and
+//!   unit tests both firing and not firing.
+//!
+//! Needs `promtool` (Debian: `apt-get install prometheus`) and `amtool`
+//! (`apt-get install prometheus-alertmanager`); `.ci/setup` installs both.
+//! Without them the tests that run them print a SKIP line and pass, except
+//! when the `CI` environment variable is set: there a missing tool fails.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The crate root: every path below is relative to it.
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+const RULES: &str = "packaging/prometheus/driftd.rules.yml";
+const RULE_TESTS: &str = "packaging/prometheus/driftd.rules.test.yml";
+const PROMETHEUS_CONFIG: &str = "packaging/prometheus/prometheus.yml";
+const ALERTMANAGER_CONFIG: &str = "packaging/prometheus/alertmanager.yml";
+const DASHBOARD: &str = "packaging/prometheus/grafana-dashboard.json";
+const RUNBOOK: &str = "packaging/prometheus/RUNBOOK.md";
+const METRICS_SOURCE: &str = "src/telemetry/metrics.rs";
+
+const RUNBOOK_URL: &str =
+    "https://github.com/driftd/driftd/blob/main/packaging/prometheus/RUNBOOK.md#";
+
+/// Series Prometheus itself adds, which the rules and the dashboard may use.
+const PROMETHEUS_SERIES: [&str; 1] = ["up"];
+
+/// Labels Prometheus attaches to every scraped series.
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
+/// A promtool or amtool run is killed (and the test fails) after this long.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn read(rel: &str) -> String {
+    let path = Path::new(ROOT).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------
+// Tools
+
+/// The path of `name` on PATH. If it is missing: fail under CI, else print a
+/// SKIP line and return `None`.
+fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    });
+    if found.is_none() {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: `{name}` is not on PATH, but CI is set and .ci/setup installs it \
+             (apt-get install --no-install-recommends {package})"
+        );
+        eprintln!(
+            "SKIP {test}: `{name}` is not on PATH \
+             (apt-get install --no-install-recommends {package}; CI fails instead)"
+        );
+    }
+    found
+}
+
+struct Output {
+    cmdline: String,
+    code: Option<i32>,
+    /// Standard output and standard error, in that order.
+    text: String,
+}
+
+impl Output {
+    fn assert_success(&self) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "`{}` failed:\n{}",
+            self.cmdline,
+            self.text
+        );
+        self
+    }
+
+    fn assert_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.text.contains(needle),
+            "`{}`: no `{needle}` in its output:\n{}",
+            self.cmdline,
+            self.text
+        );
+        self
+    }
+
+    fn assert_lacks(&self, needle: &str) -> &Self {
+        assert!(
+            !self.text.contains(needle),
+            "`{}`: `{needle}` in its output:\n{}",
+            self.cmdline,
+            self.text
+        );
+        self
+    }
+}
+
+/// Run `program args...` in `dir`, killing it after [`TOOL_TIMEOUT`].
+fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Output {
+    let cmdline = format!("{} {}", program.display(), args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{cmdline}`: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the tool") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{cmdline}` did not finish within {TOOL_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = format!(
+        "{}{}",
+        out.join().expect("stdout reader"),
+        err.join().expect("stderr reader")
+    );
+    Output {
+        cmdline,
+        code: status.code(),
+        text,
+    }
+}
+
+fn run(program: &Path, args: &[&str]) -> Output {
+    run_in(Path::new(ROOT), program, args)
+}
+
+// ---------------------------------------------------------------------------
+// What driftd exports
+
+/// Every metric family `src/telemetry/metrics.rs` registers: its name, its
+/// label names, and whether it is a histogram (exposed as `_bucket`,
+/// `_sum`, `_count`).
+#[derive(Debug)]
+struct Family {
+    labels: Vec<String>,
+    histogram: bool,
+}
+
+fn exported_families() -> BTreeMap<String, Family> {
+    let src = read(METRICS_SOURCE);
+    // The unit tests at the bottom quote exposition lines, not definitions.
+    let src = src.split("#[cfg(test)]").next().unwrap_or(&src);
+    let literals: Vec<(usize, &str)> = src
+        .match_indices("\"driftd_")
+        .filter_map(|(at, _)| {
+            let rest = &src[at + 1..];
+            let name = &rest[..rest.find('"')?];
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                .then_some((at, name))
+        })
+        .collect();
+    let mut families = BTreeMap::new();
+    for (i, &(at, name)) in literals.iter().enumerate() {
+        // The definition runs from the `reg(` before the name to the next
+        // name: the metric type comes before it, the label names after.
+        let start = src[..at].rfind("reg(").unwrap_or(0);
+        let end = literals.get(i + 1).map_or(src.len(), |&(next, _)| next);
+        let before = &src[start..at];
+        let after = &src[at..end];
+        let labels = after
+            .find("&[\"")
+            .map(|open| {
+                let list = &after[open + 2..];
+                let list = &list[..list.find(']').expect("a label list ends")];
+                list.split(',')
+                    .map(|l| l.trim().trim_matches('"').to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let histogram = before.contains("Histogram");
+        let old = families.insert(name.to_owned(), Family { labels, histogram });
+        assert!(old.is_none(), "{name} is defined twice in {METRICS_SOURCE}");
+    }
+    // The parse must see what the README documents.
+    for (name, labels) in [
+        ("driftd_build_info", &["version"][..]),
+        ("driftd_drift_detected", &[]),
+        ("driftd_verdict", &["verdict"]),
+        ("driftd_manifest_error", &["reason"]),
+        ("driftd_manifest_info", &["image_id", "digest"]),
+        ("driftd_signal_requests_total", &["backend", "result"]),
+        ("driftd_signal_pending", &["backend"]),
+        ("driftd_watch_failures_total", &[]),
+    ] {
+        let f = families
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not found in {METRICS_SOURCE}: {families:?}"));
+        assert_eq!(f.labels, labels, "label names of {name}");
+    }
+    assert!(families["driftd_scan_duration_seconds"].histogram);
+    assert!(!families["driftd_verdict"].histogram);
+    assert!(
+        families.len() >= 20,
+        "only {} metrics parsed: {families:?}",
+        families.len()
+    );
+    families
+}
+
+/// Every series name a query may use: the families, a histogram's
+/// `_bucket`/`_sum`/`_count` (not its bare name), and `up`.
+fn exported_series(families: &BTreeMap<String, Family>) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = PROMETHEUS_SERIES.iter().map(|s| s.to_string()).collect();
+    for (name, f) in families {
+        if f.histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        } else {
+            names.insert(name.clone());
+        }
+    }
+    names
+}
+
+// ---------------------------------------------------------------------------
+// PromQL: the series names an expression selects
+
+const PROMQL_KEYWORDS: [&str; 8] = [
+    "and", "or", "unless", "bool", "offset", "inf", "nan", "start",
+];
+
+/// Aggregation operators: `sum by (le) (x)` puts a clause between the
+/// operator and its parenthesis.
+const PROMQL_AGGREGATIONS: [&str; 14] = [
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+];
+
+/// Keywords followed by a parenthesised list of label names.
+const PROMQL_GROUPING: [&str; 6] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// Skip from `open` (at `chars[i]`) to just after the matching `close`,
+/// stepping over quoted strings.
+fn skip_balanced(chars: &[char], mut i: usize, open: char, close: char) -> usize {
+    let mut depth = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`') {
+            i = skip_string(chars, i);
+            continue;
+        }
+        if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+            if depth == 0 {
+                return i + 1;
+            }
+        }
+        i += 1;
+    }
+    i
+}
+
+fn skip_string(chars: &[char], i: usize) -> usize {
+    let quote = chars[i];
+    let mut j = i + 1;
+    while j < chars.len() && chars[j] != quote {
+        if chars[j] == '\\' && quote != '`' {
+            j += 1;
+        }
+        j += 1;
+    }
+    j + 1
+}
+
+/// The metric names selected by a PromQL expression (Grafana variables such
+/// as `$job` or `$__rate_interval` allowed): identifiers that are not
+/// functions, keywords, label names or inside strings, matchers or ranges.
+fn metric_names(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`') {
+            i = skip_string(&chars, i);
+        } else if c == '{' {
+            i = skip_balanced(&chars, i, '{', '}');
+        } else if c == '[' {
+            i = skip_balanced(&chars, i, '[', ']');
+        } else if c == '#' {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '$' {
+            i += 1;
+            if chars.get(i) == Some(&'{') {
+                i = skip_balanced(&chars, i, '{', '}');
+            } else {
+                while i < chars.len() && ident(chars[i]) {
+                    i += 1;
+                }
+            }
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            // A number or a duration (1e3, 0x1f, 1h30m).
+            while i < chars.len() && (ident(chars[i]) || chars[i] == '.') {
+                i += 1;
+            }
+        } else if ident_start(c) {
+            let start = i;
+            while i < chars.len() && ident(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next].is_whitespace() {
+                next += 1;
+            }
+            let call = chars.get(next) == Some(&'(');
+            let lower = word.to_ascii_lowercase();
+            if PROMQL_GROUPING.contains(&lower.as_str()) {
+                if call {
+                    i = skip_balanced(&chars, next, '(', ')');
+                }
+            } else if call
+                || PROMQL_KEYWORDS.contains(&lower.as_str())
+                || PROMQL_AGGREGATIONS.contains(&lower.as_str())
+            {
+                // A function or an aggregation: its arguments come next.
+            } else {
+                names.push(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+#[test]
+fn promql_metric_names_are_found() {
+    assert_eq!(
+        metric_names(
+            r#"histogram_quantile(0.99, sum by (le) (rate(driftd_scan_duration_seconds_bucket{kind="full", job=~"$job"}[$__rate_interval])))"#
+        ),
+        ["driftd_scan_duration_seconds_bucket"]
+    );
+    assert_eq!(
+        metric_names(
+            "(time() - a_b) > 3 * 3600 and on(job, instance) c offset 1h == 0\n\
+             unless ignoring (x) d or vector(0) * on() group_left(reason) e"
+        ),
+        ["a_b", "c", "d", "e"]
+    );
+    assert_eq!(
+        metric_names(r#"count(up{job="driftd"} == 0) or vector(0) + sum(x) without (y, z)"#),
+        ["up", "x"]
+    );
+    assert_eq!(metric_names(r#"absent(up{job="a{b}"})"#), ["up"]);
+}
+
+// ---------------------------------------------------------------------------
+// The rules file, read line by line (its layout is ours)
+
+#[derive(Debug)]
+struct Alert {
+    name: String,
+    /// The rule's lines, from `- alert:` to the next rule.
+    text: String,
+    exprs: Vec<String>,
+}
+
+fn alerts(rules: &str) -> Vec<Alert> {
+    let lines: Vec<&str> = rules.lines().collect();
+    let starts: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].trim_start().starts_with("- alert:"))
+        .collect();
+    let mut out = Vec::new();
+    for (n, &s) in starts.iter().enumerate() {
+        let e = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let block = &lines[s..e];
+        let name = block[0]
+            .trim_start()
+            .trim_start_matches("- alert:")
+            .trim()
+            .to_owned();
+        out.push(Alert {
+            name,
+            text: block.join("\n"),
+            exprs: yaml_values(block, "expr"),
+        });
+    }
+    out
+}
+
+/// The values of `key:` in these YAML lines, inline or a `|`/`>` block.
+fn yaml_values(lines: &[&str], key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let trimmed = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+        let prefix = format!("{key}:");
+        let Some(rest) = trimmed.strip_prefix(&prefix) else {
+            i += 1;
+            continue;
+        };
+        let rest = rest.trim();
+        i += 1;
+        if rest.starts_with('|') || rest.starts_with('>') {
+            let mut value = String::new();
+            while i < lines.len()
+                && (lines[i].trim().is_empty()
+                    || lines[i].len() - lines[i].trim_start().len() > indent)
+            {
+                value.push_str(lines[i].trim());
+                value.push('\n');
+                i += 1;
+            }
+            out.push(value);
+        } else {
+            out.push(rest.trim_matches('\'').to_owned());
+        }
+    }
+    out
+}
+
+/// For each alert name: (tested firing, tested not firing) in the unit
+/// tests.
+fn tested_alerts(tests: &str) -> BTreeMap<String, (bool, bool)> {
+    let mut tested: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in tests.lines() {
+        let t = line.trim_start().trim_start_matches("- ");
+        if let Some(name) = t.strip_prefix("alertname:") {
+            current = Some(name.trim().to_owned());
+        } else if let Some(rest) = t.strip_prefix("exp_alerts:") {
+            let name = current
+                .take()
+                .unwrap_or_else(|| panic!("exp_alerts without alertname: {line:?}"));
+            let entry = tested.entry(name).or_default();
+            if rest.trim() == "[]" {
+                entry.1 = true;
+            } else {
+                entry.0 = true;
+            }
+        }
+    }
+    tested
+}
+
+// ---------------------------------------------------------------------------
+// promtool and amtool
+
+#[test]
+fn rules_pass_promtool_check() {
+    let Some(promtool) = tool("promtool", "prometheus") else {
+        return;
+    };
+    run(&promtool, &["check", "rules", RULES])
+        .assert_success()
+        .assert_contains("SUCCESS")
+        // Lint findings (such as duplicate rules) print FAILED with exit 0.
+        .assert_lacks("FAILED");
+}
+
+#[test]
+fn rule_unit_tests_pass() {
+    let Some(promtool) = tool("promtool", "prometheus") else {
+        return;
+    };
+    run(&promtool, &["test", "rules", RULE_TESTS])
+        .assert_success()
+        .assert_contains("SUCCESS")
+        .assert_lacks("FAILED");
+}
+
+#[test]
+fn prometheus_example_config_is_valid() {
+    let Some(promtool) = tool("promtool", "prometheus") else {
+        return;
+    };
+    // The rule file is found relative to the config, wherever we run from.
+    run(&promtool, &["check", "config", PROMETHEUS_CONFIG])
+        .assert_success()
+        .assert_contains("SUCCESS: 1 rule files found")
+        .assert_contains("driftd.rules.yml")
+        .assert_lacks("FAILED");
+}
+
+#[test]
+fn alertmanager_example_config_is_valid() {
+    let Some(amtool) = tool("amtool", "prometheus-alertmanager") else {
+        return;
+    };
+    run(&amtool, &["check-config", ALERTMANAGER_CONFIG])
+        .assert_success()
+        .assert_contains("SUCCESS")
+        .assert_lacks("FAILED");
+}
+
+#[test]
+fn alertmanager_routes_pages_to_the_pager_and_the_rest_to_tickets() {
+    let Some(amtool) = tool("amtool", "prometheus-alertmanager") else {
+        return;
+    };
+    let config = read(ALERTMANAGER_CONFIG);
+    assert!(
+        config.contains("group_by: [alertname, instance]"),
+        "{ALERTMANAGER_CONFIG}: group by alertname and instance"
+    );
+    for a in alerts(&read(RULES)) {
+        let severity = yaml_values(&a.text.lines().collect::<Vec<_>>(), "severity").join("");
+        let want = if severity == "page" {
+            "pager"
+        } else {
+            "ticket"
+        };
+        let config_flag = format!("--config.file={ALERTMANAGER_CONFIG}");
+        let alertname = format!("alertname={}", a.name);
+        let severity_label = format!("severity={severity}");
+        let out = run(
+            &amtool,
+            &[
+                "config",
+                "routes",
+                "test",
+                &config_flag,
+                &alertname,
+                &severity_label,
+                "job=driftd",
+                "instance=web-17:9847",
+            ],
+        );
+        out.assert_success();
+        let got = out.text.lines().next().unwrap_or("").trim();
+        assert_eq!(got, want, "{} ({severity}) is routed to {got}", a.name);
+    }
+}
+
+/// Each mutation loosens one alert by one step (a threshold or its `for`);
+/// the unit tests' edge cases must catch every one.
+const MUTATIONS: [(&str, &str, &str); 12] = [
+    ("DriftdDriftDetected", "for: 0m", "for: 1m"),
+    ("DriftdDriftNotRemediated", "> 1800", "> 1740"),
+    (
+        "DriftdDriftNotRemediated",
+        "and on(job, instance) driftd_first_detection_timestamp_seconds > 0",
+        "",
+    ),
+    ("DriftdVerdictUnknown", "for: 30m", "for: 29m"),
+    ("DriftdScanStale", "> 3 * 3600", "> 3 * 3540"),
+    (
+        "DriftdScanStale",
+        "max_over_time(driftd_last_full_scan_success_timestamp_seconds[1h]) == 0",
+        "driftd_last_full_scan_success_timestamp_seconds == 0",
+    ),
+    ("DriftdScanStale", "offset 1h", "offset 59m"),
+    ("DriftdAgentDown", "for: 5m", "for: 4m"),
+    ("DriftdAgentAbsent", "for: 10m", "for: 9m"),
+    ("DriftdManifestInvalid", "for: 5m", "for: 4m"),
+    (
+        "DriftdSignalDeliveryFailing",
+        "driftd_signal_pending > 0",
+        "driftd_signal_pending >= 0",
+    ),
+    ("DriftdWatchFailing", "[1h]", "[62m]"),
+];
+
+#[test]
+fn rule_unit_tests_catch_a_loosened_rule() {
+    let Some(promtool) = tool("promtool", "prometheus") else {
+        return;
+    };
+    let rules = read(RULES);
+    let tests = read(RULE_TESTS);
+    let names: BTreeSet<String> = alerts(&rules).into_iter().map(|a| a.name).collect();
+    let mutated: BTreeSet<String> = MUTATIONS.iter().map(|m| m.0.to_owned()).collect();
+    assert_eq!(names, mutated, "every alert needs a mutation");
+    let dir = tempfile::Builder::new()
+        .prefix("alert-rules-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create temp dir");
+    std::fs::write(dir.path().join("driftd.rules.test.yml"), &tests).expect("write tests");
+    for (alert, from, to) in MUTATIONS {
+        // Replace `from` inside this alert's rule only.
+        let start = rules
+            .find(&format!("- alert: {alert}\n"))
+            .unwrap_or_else(|| panic!("no rule {alert}"));
+        let end = rules[start + 1..]
+            .find("- alert: ")
+            .map_or(rules.len(), |e| start + 1 + e);
+        let rule = &rules[start..end];
+        assert_eq!(
+            rule.matches(from).count(),
+            1,
+            "`{from}` must occur once in {alert}:\n{rule}"
+        );
+        let broken = format!(
+            "{}{}{}",
+            &rules[..start],
+            rule.replacen(from, to, 1),
+            &rules[end..]
+        );
+        std::fs::write(dir.path().join("driftd.rules.yml"), broken).expect("write rules");
+        let out = run_in(
+            dir.path(),
+            &promtool,
+            &["test", "rules", "driftd.rules.test.yml"],
+        );
+        assert_ne!(
+            out.code,
+            Some(0),
+            "the unit tests pass although {alert} has `{to}` instead of `{from}`:\n{}",
+            out.text
+        );
+        out.assert_contains("FAILED")
+            .assert_contains(&format!("alertname: {alert},"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The files against each other and against what driftd exports
+
+#[test]
+fn every_alert_is_documented_labelled_and_tested() {
+    let rules = read(RULES);
+    let runbook = read(RUNBOOK);
+    let tested = tested_alerts(&read(RULE_TESTS));
+    let alerts = alerts(&rules);
+    assert!(alerts.len() >= 9, "{alerts:?}");
+    let names: BTreeSet<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
+    for required in [
+        "DriftdDriftDetected",
+        "DriftdDriftNotRemediated",
+        "DriftdVerdictUnknown",
+        "DriftdScanStale",
+        "DriftdAgentDown",
+        "DriftdAgentAbsent",
+        "DriftdManifestInvalid",
+        "DriftdSignalDeliveryFailing",
+    ] {
+        assert!(names.contains(required), "no alert {required}");
+    }
+    assert!(
+        rules.contains("\n  - name: driftd\n"),
+        "the group is `driftd`"
+    );
+    for a in &alerts {
+        let name = &a.name;
+        assert_eq!(a.exprs.len(), 1, "{name}: one expr:\n{}", a.text);
+        let severity = yaml_values(&a.text.lines().collect::<Vec<_>>(), "severity");
+        assert!(
+            matches!(
+                severity.as_slice(),
+                [s] if ["page", "critical", "warning"].contains(&s.as_str())
+            ),
+            "{name}: severity is page, critical or warning, not {severity:?}"
+        );
+        for key in ["summary", "description"] {
+            assert!(
+                a.text.contains(&format!("\n          {key}: ")),
+                "{name}: no {key} annotation:\n{}",
+                a.text
+            );
+        }
+        let anchor = name.to_ascii_lowercase();
+        let url = format!("runbook_url: {RUNBOOK_URL}{anchor}\n");
+        assert!(
+            format!("{}\n", a.text).contains(&url),
+            "{name}: no `{url}`:\n{}",
+            a.text
+        );
+        // GitHub's anchor for the heading `## DriftdX` is `#driftdx`.
+        assert!(
+            runbook.lines().any(|l| l == format!("## {name}")),
+            "{RUNBOOK}: no section `## {name}`"
+        );
+        assert_eq!(
+            tested.get(name.as_str()),
+            Some(&(true, true)),
+            "{RULE_TESTS}: {name} needs a test where it fires and one where it does not \
+             (firing, not firing): {tested:?}"
+        );
+    }
+    for (name, _) in tested {
+        assert!(
+            names.contains(name.as_str()),
+            "{RULE_TESTS} tests unknown alert {name}"
+        );
+    }
+}
+
+#[test]
+fn rules_use_only_exported_metrics() {
+    let families = exported_families();
+    let series = exported_series(&families);
+    let rules = read(RULES);
+    for a in alerts(&rules) {
+        for expr in &a.exprs {
+            for m in metric_names(expr) {
+                assert!(
+                    series.contains(&m),
+                    "{}: `{m}` is not a metric driftd exports (nor `up`):\n{expr}",
+                    a.name
+                );
+            }
+        }
+    }
+    // The annotations' template queries too: any driftd_ name anywhere.
+    for (at, _) in rules.match_indices("driftd_") {
+        if at > 0 && rules.as_bytes()[at - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let word: String = rules[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if word == "driftd_" {
+            continue; // the prefix, as in "the driftd_* series"
+        }
+        assert!(series.contains(&word), "{RULES}: `{word}` is not exported");
+    }
+}
+
+#[test]
+fn rule_tests_use_the_label_sets_driftd_exports() {
+    let families = exported_families();
+    let tests = read(RULE_TESTS);
+    let mut seen = 0;
+    for series in yaml_values(&tests.lines().collect::<Vec<_>>(), "series") {
+        let (name, labels) = series
+            .split_once('{')
+            .unwrap_or_else(|| panic!("series without labels: {series}"));
+        let labels = labels
+            .strip_suffix('}')
+            .unwrap_or_else(|| panic!("series not ending in `}}`: {series}"));
+        let names: BTreeSet<&str> = labels
+            .split(',')
+            .map(|kv| kv.split_once('=').expect("label=value").0.trim())
+            .collect();
+        for t in TARGET_LABELS {
+            assert!(names.contains(t), "{series}: no `{t}` label");
+        }
+        let own: BTreeSet<&str> = names
+            .iter()
+            .copied()
+            .filter(|l| !TARGET_LABELS.contains(l))
+            .collect();
+        if PROMETHEUS_SERIES.contains(&name) {
+            assert!(
+                own.is_empty(),
+                "{series}: `{name}` has only job and instance"
+            );
+        } else {
+            let f = families
+                .get(name)
+                .unwrap_or_else(|| panic!("{series}: `{name}` is not a metric driftd exports"));
+            let want: BTreeSet<&str> = f.labels.iter().map(String::as_str).collect();
+            assert_eq!(
+                own, want,
+                "{series}: driftd exports {name} with these labels"
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen > 50, "only {seen} series parsed from {RULE_TESTS}");
+}
+
+/// Every panel, rows' nested panels included.
+fn all_panels(panels: &[Value]) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in panels {
+        out.push(p);
+        if let Some(nested) = p["panels"].as_array() {
+            out.extend(all_panels(nested));
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboard_queries_use_only_exported_metrics() {
+    let series = exported_series(&exported_families());
+    let text = read(DASHBOARD);
+    let dash: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"));
+    let schema = dash["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!(schema >= 36, "schemaVersion {schema}");
+    assert!(dash["uid"].is_string() && dash["title"].is_string());
+
+    // A Prometheus data source variable, used by every query.
+    let vars = dash["templating"]["list"].as_array().expect("templating");
+    assert!(
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "no `datasource` variable of type datasource (prometheus): {vars:?}"
+    );
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        let q = v["query"]["query"]
+            .as_str()
+            .or(v["query"].as_str())
+            .expect("a query variable has a query");
+        // label_values(SELECTOR, LABEL): only the selector names a series.
+        let q = match q.strip_prefix("label_values(") {
+            Some(args) => args
+                .rsplit_once(',')
+                .map_or(args, |(sel, _)| sel)
+                .to_owned(),
+            None => q.to_owned(),
+        };
+        exprs.push((format!("variable {}", v["name"]), q));
+    }
+
+    let panels = all_panels(dash["panels"].as_array().expect("panels"));
+    let mut ids = BTreeSet::new();
+    let mut queried = 0;
+    for p in &panels {
+        let title = p["title"].as_str().unwrap_or("?").to_owned();
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate panel id in {title}"
+        );
+        for k in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][k].is_u64(), "{title}: gridPos.{k}");
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = t["expr"].as_str().expect("expr").to_owned();
+            exprs.push((format!("panel {title:?} {}", t["refId"]), expr));
+        }
+        queried += 1;
+    }
+    assert!(queried >= 8, "only {queried} panels with queries");
+
+    let mut used = BTreeSet::new();
+    for (what, expr) in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{what}: no metric in `{expr}`");
+        for m in names {
+            assert!(
+                series.contains(&m),
+                "{what}: `{m}` is not a metric driftd exports (nor `up`): {expr}"
+            );
+            used.insert(m);
+        }
+    }
+    // The fleet view the dashboard promises.
+    for (what, needle) in [
+        ("hosts by verdict", "count by (verdict) (driftd_verdict"),
+        ("image ids", "count by (image_id) (driftd_manifest_info"),
+        (
+            "signal results",
+            "sum by (backend, result) (rate(driftd_signal_requests_total",
+        ),
+        ("scan duration quantiles", "histogram_quantile("),
+    ] {
+        assert!(
+            exprs.iter().any(|(_, e)| e.contains(needle)),
+            "no {what} query (`{needle}`)"
+        );
+    }
+    for m in [
+        "driftd_drift_detected",
+        "driftd_signal_pending",
+        "driftd_scan_errors_total",
+        "driftd_watch_failures_total",
+        "driftd_scan_duration_seconds_bucket",
+    ] {
+        assert!(used.contains(m), "the dashboard does not show {m}");
+    }
+}
