@@ -169,8 +169,7 @@ def main():
                 raise SystemExit("no detection within 30 s")
             time.sleep(0.005)
         ag.stop()
-    with open(target, "wb") as f:
-        f.write(b"original\n")
+    os.remove(target)  # leave the tree as bench.sh copied it
     lat.sort()
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]

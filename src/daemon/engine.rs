@@ -84,10 +84,6 @@ impl Engine {
         self.problem = Some(reason);
     }
 
-    pub fn clear_problem(&mut self) {
-        self.problem = None;
-    }
-
     pub fn problem(&self) -> Option<&str> {
         self.problem.as_deref()
     }

@@ -24,7 +24,6 @@ use crate::telemetry::metrics::scan_error_reason;
 use crate::watch::{Debouncer, Watch, WatchMsg};
 use engine::Engine;
 use state::StateStore;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -945,10 +944,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The state directory's path, for messages.
-pub fn state_path(dir: &std::path::Path) -> PathBuf {
-    StateStore::new(dir).path()
-}
 
 #[cfg(test)]
 mod tests {
