@@ -220,6 +220,9 @@ impl Agent {
                         self.engine.set_manifest(&digest, &m.header.image_id, None);
                         self.engine.set_problem(e.to_string());
                         self.loaded = Some(loaded);
+                        // Still watch and scan: drift found now is
+                        // declared (and recorded over the broken file).
+                        self.setup_watches();
                         return;
                     }
                 };
