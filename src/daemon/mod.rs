@@ -947,7 +947,6 @@ pub async fn run(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
