@@ -735,12 +735,7 @@ impl Agent {
                 "signature_verified": l.key_id.is_some(),
             })
         });
-        let first = declared.map(|d| {
-            humantime::format_rfc3339_seconds(
-                UNIX_EPOCH + Duration::from_secs_f64(d.first_detected_unix.max(0.0)),
-            )
-            .to_string()
-        });
+        let first = declared.map(|d| crate::signal::rfc3339(d.first_detected_unix));
         let doc = serde_json::json!({
             "schema": "driftd.status.v1",
             "verdict": verdict.name(),
