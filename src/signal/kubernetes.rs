@@ -208,7 +208,7 @@ impl NodeCondition {
         kubeconfig: Option<PathBuf>,
     ) -> Result<NodeCondition, String> {
         let env = std::env::var("NODE_NAME").ok();
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+        let hostname = super::hostname();
         let node = resolve_node_name(node_name.as_deref(), env.as_deref(), hostname.as_deref())?;
         let kubeconfig = match kubeconfig {
             None => None,

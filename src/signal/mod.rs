@@ -38,16 +38,24 @@ pub struct Host {
     pub hostname: String,
 }
 
+/// A one-line system file, trimmed; `None` if unreadable or empty.
+fn read_line_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// This machine's hostname (the kernel's, as `hostname` prints it).
+pub fn hostname() -> Option<String> {
+    read_line_file("/proc/sys/kernel/hostname")
+}
+
 impl Host {
     /// This machine's identity (`configured` overrides the id).
     pub fn local(configured: Option<&str>) -> Host {
-        let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        let hostname = read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into());
+        let read = read_line_file;
+        let hostname = hostname().unwrap_or_else(|| "unknown".into());
         let id = configured
             .map(str::to_string)
             .or_else(|| read("/etc/machine-id"))
