@@ -10,13 +10,12 @@ mod agent_util;
 mod common;
 
 use agent_util::{
-    has_finding, has_line, pretty, status_findings, Agent, Launch, Metrics, Trust, FINDING_KINDS,
+    has_finding, has_line, pretty, status_findings, Agent, Launch, Trust, FINDING_KINDS,
     MANIFEST_ERRORS, RESCAN_REASONS, SCAN_ERROR_REASONS_ALL, SCAN_KINDS, SCAN_RESULTS,
 };
 use common::{load_manifest, Dir};
 use driftd::manifest::FileKind;
 use serde_json::Value;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// A standard tree baked (unsigned, image id `image-1`) and checked clean.
@@ -35,20 +34,6 @@ fn start_clean(d: &Dir) -> Agent {
         m.verdict("clean") == 1.0
     });
     a
-}
-
-fn append(d: &Dir, image_path: &str, bytes: &[u8]) {
-    let p = d.path(image_path);
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&p)
-        .unwrap_or_else(|e| panic!("open {p:?} for append: {e}"));
-    f.write_all(bytes)
-        .unwrap_or_else(|e| panic!("append to {p:?}: {e}"));
-}
-
-fn wait_drifted(a: &mut Agent) -> Metrics {
-    a.wait_metrics("drift_detected 1", |m| m.v("driftd_drift_detected") == 1.0)
 }
 
 /// Number of directories in a manifest (what the agent watches).
@@ -261,8 +246,8 @@ fn inotify_finds_every_kind_of_tamper_without_a_rescan() {
     let mut a = start_clean(&d);
 
     // Content.
-    append(&d, "/etc/passwd", b"evil:x:0:0::/:/bin/sh\n");
-    let m = wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil:x:0:0::/:/bin/sh\n");
+    let m = a.wait_drifted();
     assert_eq!(m.verdict("drifted"), 1.0, "{m}");
     assert_eq!(m.verdict("clean"), 0.0, "{m}");
     assert_eq!(m.drifted("modified"), 1.0, "{m}");
@@ -355,7 +340,7 @@ fn drift_reverted_before_confirmation_is_not_declared() {
     a.wait_ready();
     a.wait_metrics("clean", |m| m.verdict("clean") == 1.0);
     let original = d.read("/etc/passwd");
-    append(&d, "/etc/passwd", b"transient\n");
+    d.append("/etc/passwd", b"transient\n");
     let s = a.wait_status("/etc/passwd modified, awaiting confirmation", |s| {
         has_finding(s, "/etc/passwd", "modified")
     });
@@ -477,9 +462,9 @@ fn reverting_the_change_does_not_clear_drift() {
     let original = d.read("/etc/passwd");
     let mode = d.mode("/etc/passwd");
 
-    append(&d, "/etc/passwd", b"evil\n");
+    d.append("/etc/passwd", b"evil\n");
     d.chmod("/etc/passwd", 0o666);
-    let m = wait_drifted(&mut a);
+    let m = a.wait_drifted();
     let first = m.v("driftd_first_detection_timestamp_seconds");
     assert!(first > 1.6e9, "{m}");
 
@@ -525,8 +510,8 @@ fn restart_keeps_drifted_until_a_new_manifest() {
     let digest = d.manifest().digest_string();
     let mut a = start_clean(&d);
     let original = d.read("/usr/bin/tool");
-    append(&d, "/usr/bin/tool", b"\n# backdoor\n");
-    let m = wait_drifted(&mut a);
+    d.append("/usr/bin/tool", b"\n# backdoor\n");
+    let m = a.wait_drifted();
     let first = m.v("driftd_first_detection_timestamp_seconds");
     let (st, took) = a.terminate(Duration::from_secs(5));
     assert_eq!(
@@ -660,8 +645,8 @@ fn recorded_first_detection_time_is_reported_exactly() {
 fn sighup_with_a_new_manifest_starts_clean() {
     let d = baked("agent-hup-new");
     let mut a = start_clean(&d);
-    append(&d, "/etc/ssh/sshd_config", b"PermitRootLogin yes\n");
-    wait_drifted(&mut a);
+    d.append("/etc/ssh/sshd_config", b"PermitRootLogin yes\n");
+    a.wait_drifted();
     // The new image includes the change.
     d.bake(&["--image-id", "image-2"]);
     let digest = d.manifest().digest_string();
@@ -1025,7 +1010,7 @@ fn loop_does_not_spin_while_a_targeted_recheck_runs() {
     a.wait_ready();
     a.wait_metrics("clean", |m| m.verdict("clean") == 1.0);
     let pid = a.pid;
-    append(&d, "/data/big.bin", b"x");
+    d.append("/data/big.bin", b"x");
     agent_util::wait_file_open(pid, &big, true);
     let main0 = a.cpu_ticks(Some(pid));
     let t0 = Instant::now();
@@ -1043,5 +1028,5 @@ fn loop_does_not_spin_while_a_targeted_recheck_runs() {
          (an expired debounce deadline wakes it at once while the re-check blocks the batch)\n{}",
         a.log_tail(20)
     );
-    wait_drifted(&mut a);
+    a.wait_drifted();
 }

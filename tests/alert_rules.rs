@@ -18,10 +18,13 @@
 //! Without them the tests that run them print a SKIP line and pass, except
 //! when the `CI` environment variable is set: there a missing tool fails.
 
+mod common;
+
+use common::tool;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,33 +58,6 @@ fn read(rel: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // Tools
-
-/// The path of `name` on PATH. If it is missing: fail under CI, else print a
-/// SKIP line and return `None`.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| {
-                use std::os::unix::fs::PermissionsExt;
-                p.metadata()
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    });
-    if found.is_none() {
-        let test = std::thread::current().name().unwrap_or("?").to_owned();
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: `{name}` is not on PATH, but CI is set and .ci/setup installs it \
-             (apt-get install --no-install-recommends {package})"
-        );
-        eprintln!(
-            "SKIP {test}: `{name}` is not on PATH \
-             (apt-get install --no-install-recommends {package}; CI fails instead)"
-        );
-    }
-    found
-}
 
 struct Output {
     cmdline: String,

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Dir, BIN};
+use common::{tool, Dir, BIN};
 use serde_json::Value;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -44,33 +44,6 @@ read_rate_limit = "0"
 
 // ---------------------------------------------------------------------------
 // Tools
-
-/// The path of `name` on PATH. If it is missing: fail under CI, else print a
-/// SKIP line and return `None`.
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| {
-                use std::os::unix::fs::PermissionsExt;
-                p.metadata()
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    });
-    if found.is_none() {
-        let test = std::thread::current().name().unwrap_or("?").to_owned();
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: `{name}` is not on PATH, but CI is set and .ci/setup installs it \
-             (apt-get install --no-install-recommends prometheus)"
-        );
-        eprintln!(
-            "SKIP {test}: `{name}` is not on PATH \
-             (apt-get install --no-install-recommends prometheus; CI fails instead)"
-        );
-    }
-    found
-}
 
 // ---------------------------------------------------------------------------
 // Children
@@ -428,7 +401,7 @@ fn assert_lints_clean(promtool: &Path, d: &Dir, state: &str, text: &str) {
 
 #[test]
 fn promtool_lints_real_metrics() {
-    let Some(promtool) = tool("promtool") else {
+    let Some(promtool) = tool("promtool", "prometheus") else {
         return;
     };
     let d = baked("promtool_lints");
@@ -616,7 +589,7 @@ impl Prometheus {
 
 #[test]
 fn real_prometheus_scrapes_the_agent() {
-    let Some(bin) = tool("prometheus") else {
+    let Some(bin) = tool("prometheus", "prometheus") else {
         return;
     };
     let d = baked("real_prometheus");

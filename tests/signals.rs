@@ -13,7 +13,7 @@ mod agent_util;
 mod common;
 mod signal_util;
 
-use agent_util::{free_port, has_finding, pretty, Agent, Metrics, FINDING_KINDS, WAIT};
+use agent_util::{free_port, has_finding, pretty, Agent, FINDING_KINDS, WAIT};
 use common::{driftd_run, Dir};
 use serde_json::Value;
 use signal_util::{
@@ -31,20 +31,6 @@ fn baked(name: &str) -> Dir {
     let d = Dir::standard(name);
     d.bake_and_assert_clean(&["--image-id", IMAGE]);
     d
-}
-
-fn append(d: &Dir, image_path: &str, bytes: &[u8]) {
-    let p = d.path(image_path);
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&p)
-        .unwrap_or_else(|e| panic!("open {p:?} for append: {e}"));
-    f.write_all(bytes)
-        .unwrap_or_else(|e| panic!("append to {p:?}: {e}"));
-}
-
-fn wait_drifted(a: &mut Agent) -> Metrics {
-    a.wait_metrics("drift_detected 1", |m| m.v("driftd_drift_detected") == 1.0)
 }
 
 /// The manifest digest as `driftd inspect --format json` reports it.
@@ -234,11 +220,11 @@ fn one_signed_request_per_episode(name: &str, secret: Secret) {
     );
     let mut a = start(&launch, &["cp"]);
 
-    append(&d, "/etc/passwd", b"evil:x:0:0::/:/bin/sh\n");
-    let m = wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil:x:0:0::/:/bin/sh\n");
+    let m = a.wait_drifted();
     let first_detection = m.v("driftd_first_detection_timestamp_seconds");
     // A second drift in the same episode.
-    append(&d, "/usr/lib/libx.so", b"patched");
+    d.append("/usr/lib/libx.so", b"patched");
     a.wait_status("the second tampered file among the findings", |s| {
         has_finding(s, "/usr/lib/libx.so", "modified")
     });
@@ -312,8 +298,8 @@ fn failed_requests_are_retried_with_the_same_id_until_one_succeeds() {
         &(signals_section("200ms", "1s") + &webhook("cp", &url, &secret_file, "")),
     );
     let mut a = start(&launch, &["cp"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     let m = a.wait_metrics("a success after the failures, nothing pending", |m| {
         requests(m, "cp", "success") == 1.0 && pending(m, "cp") == 0.0
     });
@@ -378,8 +364,8 @@ fn a_hanging_receiver_times_out_counts_as_a_failure_and_is_retried() {
             + &webhook("cp", &rx.url("/hook"), &secret_file, "timeout = \"500ms\"")),
     );
     let mut a = start(&launch, &["cp"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     // The agent keeps serving while the request hangs (wait_metrics scrapes).
     let m = a.wait_metrics("a success after the timeout", |m| {
         requests(m, "cp", "success") == 1.0 && pending(m, "cp") == 0.0
@@ -413,8 +399,8 @@ fn a_signal_survives_sigkill_and_is_delivered_once_after_restart() {
     );
     let mut a = start(&launch, &["cp"]);
     let state_dir = a.state_dir.clone();
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     let m = a.wait_metrics("one signal pending after a refusal", |m| {
         pending(m, "cp") == 1.0 && requests(m, "cp", "failure") >= 1.0
     });
@@ -467,7 +453,7 @@ fn a_signal_survives_sigkill_and_is_delivered_once_after_restart() {
     let n = rx.requests().len();
     let mut c = launch.start();
     c.wait_ready();
-    wait_drifted(&mut c);
+    c.wait_drifted();
     rescan(&mut c);
     let m = rescan(&mut c);
     assert_eq!(
@@ -496,8 +482,8 @@ fn dry_run_sends_nothing_but_counts_and_logs() {
             + &webhook("cp", &rx.url("/hook"), &secret_file, "dry_run = true")),
     );
     let mut a = start(&launch, &["cp"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     a.wait_metrics("the dry run counted", |m| {
         requests(m, "cp", "dry_run") == 1.0 && pending(m, "cp") == 0.0
     });
@@ -564,8 +550,8 @@ fn exec_gets_the_signal_in_its_environment_and_on_stdin_beside_a_webhook() {
         )
         + &webhook("cp", &rx.url("/hook"), &secret_file, "");
     let mut a = start(&launch_with(&d, &tables), &["script", "cp"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    let m = wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    let m = a.wait_drifted();
     let first_detection = m.v("driftd_first_detection_timestamp_seconds");
     let m = a.wait_metrics("both backends delivered", |m| {
         requests(m, "script", "success") == 1.0
@@ -634,8 +620,8 @@ fn a_failing_exec_is_retried_until_it_exits_0() {
             "timeout = \"5s\"",
         );
     let mut a = start(&launch_with(&d, &tables), &["script"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     a.wait_metrics("a success after two failures", |m| {
         requests(m, "script", "success") == 1.0 && pending(m, "script") == 0.0
     });
@@ -665,8 +651,8 @@ fn the_exec_timeout_kills_a_command_that_hangs() {
     let tables =
         signals_section("200ms", "1s") + &exec("script", &["/bin/sleep", "60"], "timeout = \"1s\"");
     let mut a = start(&launch_with(&d, &tables), &["script"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     let t0 = Instant::now();
     let m = a.wait_metrics("two timeouts counted as failures", |m| {
         requests(m, "script", "failure") >= 2.0
@@ -709,7 +695,7 @@ fn the_exec_timeout_holds_for_a_command_that_does_not_read_a_large_signal() {
         d.rewrite(f, "tampered\n");
     }
     a.resume();
-    wait_drifted(&mut a);
+    a.wait_drifted();
     let body_len = {
         let m = a.metrics();
         assert!(m.drifted("modified") >= 20.0, "{m}");
@@ -745,8 +731,8 @@ fn retries_back_off_exponentially_up_to_retry_max() {
         &(signals_section("200ms", "800ms") + &webhook("cp", &rx.url("/hook"), &secret_file, "")),
     );
     let mut a = start(&launch, &["cp"]);
-    append(&d, "/etc/passwd", b"evil\n");
-    wait_drifted(&mut a);
+    d.append("/etc/passwd", b"evil\n");
+    a.wait_drifted();
     const N: usize = 8;
     let reqs = rx.wait_requests(N, &a);
     let reqs = &reqs[..N];
@@ -1110,7 +1096,7 @@ s.serve_forever()
         webhook("system-roots", &url, &secret, ""),
     );
     let mut a = start(&launch_with(&d, &tables), &["with-ca", "system-roots"]);
-    append(&d, "/etc/passwd", b"tls\n");
+    d.append("/etc/passwd", b"tls\n");
     let m = a.wait_metrics("with-ca delivered, system-roots failing", |m| {
         requests(m, "with-ca", "success") == 1.0 && requests(m, "system-roots", "failure") >= 2.0
     });

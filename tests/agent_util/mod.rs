@@ -788,6 +788,11 @@ impl Agent {
         )
     }
 
+    /// Wait until drift is declared (`driftd_drift_detected 1`).
+    pub fn wait_drifted(&mut self) -> Metrics {
+        self.wait_metrics("drift_detected 1", |m| m.v("driftd_drift_detected") == 1.0)
+    }
+
     /// Wait for `READY=1` on the notify socket (sent after the first full
     /// check, or at once when the manifest is unusable).
     pub fn wait_ready(&mut self) {

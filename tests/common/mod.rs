@@ -306,6 +306,18 @@ impl Dir {
         std::fs::write(&path, content).unwrap_or_else(|e| panic!("rewrite {path:?}: {e}"));
     }
 
+    /// Append to a file in place (same inode, mode kept).
+    pub fn append(&self, image_path: impl AsRef<[u8]>, bytes: &[u8]) {
+        use std::io::Write;
+        let p = self.path(image_path);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap_or_else(|e| panic!("open {p:?} for append: {e}"));
+        f.write_all(bytes)
+            .unwrap_or_else(|e| panic!("append to {p:?}: {e}"));
+    }
+
     pub fn read(&self, image_path: impl AsRef<[u8]>) -> Vec<u8> {
         let path = self.path(image_path);
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {path:?}: {e}"))
@@ -811,4 +823,31 @@ pub fn prepare_for_nobody(dir: &Dir) -> bool {
         return false;
     }
     true
+}
+
+/// The path of `name` on PATH. If it is missing: fail under CI, else print a
+/// SKIP line and return `None`.
+pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    });
+    if found.is_none() {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: `{name}` is not on PATH, but CI is set and .ci/setup installs it \
+             (apt-get install --no-install-recommends {package})"
+        );
+        eprintln!(
+            "SKIP {test}: `{name}` is not on PATH \
+             (apt-get install --no-install-recommends {package}; CI fails instead)"
+        );
+    }
+    found
 }
