@@ -6,10 +6,12 @@
 pub mod bake;
 pub mod check;
 pub mod diff;
+pub mod generate;
 pub mod inspect;
 pub mod keygen;
 mod report;
 pub mod run;
+pub mod validate;
 
 use crate::manifest::{sign, Manifest};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -112,6 +114,10 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Run the agent: watch the host, rescan, serve metrics (systemd service).
     Run(run::RunArgs),
+    /// Check a config and its manifest without running (the unit's ExecStartPre).
+    Validate(validate::ValidateArgs),
+    /// Write man pages and shell completions (for packagers).
+    Generate(generate::GenerateArgs),
 }
 
 /// Run the parsed command.
@@ -123,6 +129,8 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Inspect(a) => inspect::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Generate(a) => generate::run(a),
     }
 }
 

@@ -22,6 +22,17 @@ Try it by hand:
   curl -s 127.0.0.1:9847/metrics | grep ^driftd_"
 )]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Hashing threads (overrides [scan] threads; 0 = one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// The config file and the flags that override its `[agent]` table: shared
+/// by `driftd run` and `driftd validate`, so both judge the same settings.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
     /// Config file (default: built-in defaults, the same as the shipped
     /// config/driftd.toml).
     #[arg(long, value_name = "FILE")]
@@ -44,42 +55,56 @@ pub struct RunArgs {
     /// Do not verify the manifest's signature (overrides agent.allow_unsigned).
     #[arg(long, conflicts_with = "trusted_key")]
     pub allow_unsigned: bool,
-    /// Hashing threads (overrides [scan] threads; 0 = one per CPU).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+}
+
+impl AgentArgs {
+    /// The config file (or the defaults) with the flags applied.
+    pub fn load(&self) -> Result<Config, CliError> {
+        let mut cfg = match &self.config {
+            Some(p) => config::load(p)?,
+            None => Config::default(),
+        };
+        self.apply(&mut cfg);
+        Ok(cfg)
+    }
+
+    /// Apply the flags to a loaded config.
+    pub fn apply(&self, cfg: &mut Config) {
+        let ag = &mut cfg.agent;
+        if let Some(v) = &self.root {
+            ag.root = v.clone();
+        }
+        if let Some(v) = &self.manifest {
+            ag.manifest = v.clone();
+        }
+        if let Some(v) = &self.listen {
+            ag.listen = v.clone();
+        }
+        if let Some(v) = &self.state_dir {
+            ag.state_dir = v.clone();
+        }
+        if !self.trusted_key.is_empty() {
+            ag.trusted_keys = self.trusted_key.clone();
+            ag.allow_unsigned = false;
+        }
+        if self.allow_unsigned {
+            ag.allow_unsigned = true;
+        }
+    }
+}
+
+/// The agent's listen address, parsed.
+pub fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, CliError> {
+    listen.parse().map_err(|_| {
+        CliError(format!(
+            "listen address {listen}: not an address like 127.0.0.1:9847"
+        ))
+    })
 }
 
 pub fn run(a: RunArgs) -> Result<Status, CliError> {
-    let mut cfg = match &a.config {
-        Some(p) => config::load(p)?,
-        None => Config::default(),
-    };
-    let ag = &mut cfg.agent;
-    if let Some(v) = a.root {
-        ag.root = v;
-    }
-    if let Some(v) = a.manifest {
-        ag.manifest = v;
-    }
-    if let Some(v) = a.listen {
-        ag.listen = v;
-    }
-    if let Some(v) = a.state_dir {
-        ag.state_dir = v;
-    }
-    if !a.trusted_key.is_empty() {
-        ag.trusted_keys = a.trusted_key;
-        ag.allow_unsigned = false;
-    }
-    if a.allow_unsigned {
-        ag.allow_unsigned = true;
-    }
-    let listen: std::net::SocketAddr = ag.listen.parse().map_err(|_| {
-        CliError(format!(
-            "--listen {}: not an address like 127.0.0.1:9847",
-            ag.listen
-        ))
-    })?;
+    let cfg = a.agent.load()?;
+    let listen = listen_addr(&cfg.agent.listen)?;
     let opts = RunOptions {
         agent: cfg.agent.clone(),
         threads: a.threads.unwrap_or(cfg.scan.threads),

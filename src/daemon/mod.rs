@@ -43,10 +43,11 @@ pub struct RunOptions {
 }
 
 /// A verified manifest and its compiled policy.
-struct Loaded {
-    manifest: Arc<Manifest>,
-    policy: Arc<CompiledPolicy>,
-    key_id: Option<String>,
+pub struct Loaded {
+    pub manifest: Arc<Manifest>,
+    pub policy: Arc<CompiledPolicy>,
+    /// The trusted key that verified the signature (`None`: not verified).
+    pub key_id: Option<String>,
 }
 
 /// The result of a check job.
@@ -126,7 +127,7 @@ pub fn next_full_scan_delay(interval: Duration, jitter: Duration, fraction: f64)
 
 /// Load and verify the manifest. Errors carry a bounded reason label
 /// (`driftd_manifest_error`) and a message for people.
-fn load_manifest(agent: &AgentConfig) -> Result<Loaded, (&'static str, String)> {
+pub fn load_manifest(agent: &AgentConfig) -> Result<Loaded, (&'static str, String)> {
     let path = &agent.manifest;
     let bytes = std::fs::read(path).map_err(|e| {
         let reason = if e.kind() == std::io::ErrorKind::NotFound {

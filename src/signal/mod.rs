@@ -46,9 +46,15 @@ fn read_line_file(path: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// This machine's hostname (the kernel's, as `hostname` prints it).
+/// This machine's hostname (the kernel's, as `hostname` prints it). From
+/// uname(2), not /proc/sys, which the unit's `ProcSubset=pid` hides.
 pub fn hostname() -> Option<String> {
-    read_line_file("/proc/sys/kernel/hostname")
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 impl Host {

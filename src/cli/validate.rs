@@ -1,0 +1,253 @@
+//! `driftd validate`: check a config and its manifest without running.
+//!
+//! Everything `driftd run` needs before it can start is judged here, the
+//! same way the agent judges it (the same loaders), and every problem is
+//! reported, not just the first. The unit runs it as `ExecStartPre`, and
+//! image pipelines run it with `--image` after baking.
+
+use super::run::{listen_addr, AgentArgs};
+use super::{CliError, Format, Status};
+use crate::config::{self, BackendConfig, BackendKind, Config};
+use clap::Args;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Checks, in order: the config file (every error at once), the listen \
+address, the root, the state directory, the manifest (readable, intact, \
+signed by a trusted key, its embedded policy compiles) and every [[signal]] \
+backend (secret files readable, TLS roots valid, commands executable, \
+built with the feature it needs).
+
+Exit status: 0 valid, 2 invalid (each problem is listed).
+
+Examples:
+  driftd validate --config /etc/driftd/driftd.toml
+  driftd validate --image /mnt/image      # an image tree, after baking")]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Validate an image tree instead of this host: the config (default
+    /// DIR/etc/driftd/driftd.toml), the manifest, the trusted keys and the
+    /// signals' files are read inside DIR, and DIR is the root.
+    #[arg(long, value_name = "DIR", conflicts_with = "root")]
+    pub image: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// One thing that was checked.
+#[derive(Debug, Serialize)]
+struct Item {
+    check: &'static str,
+    ok: bool,
+    message: String,
+}
+
+#[derive(Default)]
+struct Items(Vec<Item>);
+
+impl Items {
+    fn ok(&mut self, check: &'static str, message: impl Into<String>) {
+        self.0.push(Item {
+            check,
+            ok: true,
+            message: message.into(),
+        });
+    }
+    fn fail(&mut self, check: &'static str, message: impl Into<String>) {
+        self.0.push(Item {
+            check,
+            ok: false,
+            message: message.into(),
+        });
+    }
+    fn valid(&self) -> bool {
+        self.0.iter().all(|i| i.ok)
+    }
+}
+
+/// `path` as seen inside the image tree `image`.
+fn inside(image: &Path, path: &Path) -> PathBuf {
+    image.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
+    let mut items = Items::default();
+    let config_path = match (&a.agent.config, &a.image) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(img)) => Some(img.join("etc/driftd/driftd.toml")),
+        (None, None) => None,
+    };
+    let mut cfg = match &config_path {
+        None => {
+            items.ok("config", "no --config: the built-in defaults");
+            Config::default()
+        }
+        Some(p) => match config::load(p) {
+            Ok(c) => {
+                items.ok("config", p.display().to_string());
+                c
+            }
+            Err(e) => {
+                // Nothing else can be judged without the config.
+                items.fail("config", e.to_string());
+                return Ok(finish(&items, a.format));
+            }
+        },
+    };
+    a.agent.apply(&mut cfg);
+    if let Some(img) = &a.image {
+        let ag = &mut cfg.agent;
+        ag.root = img.clone();
+        ag.manifest = inside(img, &ag.manifest);
+        ag.trusted_keys = ag.trusted_keys.iter().map(|k| inside(img, k)).collect();
+        for s in &mut cfg.signal {
+            match &mut s.kind {
+                BackendKind::Webhook {
+                    secret_file,
+                    ca_file,
+                    ..
+                } => {
+                    *secret_file = inside(img, secret_file);
+                    if let Some(c) = ca_file {
+                        *c = inside(img, c);
+                    }
+                }
+                BackendKind::Kubernetes {
+                    kubeconfig: Some(k),
+                    ..
+                } => *k = inside(img, k),
+                _ => {}
+            }
+        }
+    }
+    let ag = &cfg.agent;
+
+    match listen_addr(&ag.listen) {
+        Ok(addr) => items.ok("listen", addr.to_string()),
+        Err(e) => items.fail("listen", e.to_string()),
+    }
+    match std::fs::metadata(&ag.root) {
+        Ok(m) if m.is_dir() => items.ok("root", ag.root.display().to_string()),
+        Ok(_) => items.fail("root", format!("{}: not a directory", ag.root.display())),
+        Err(e) => items.fail("root", format!("{}: {e}", ag.root.display())),
+    }
+    // The agent creates the state directory (systemd does under the unit);
+    // in an image it need not exist yet.
+    match std::fs::metadata(&ag.state_dir) {
+        Ok(m) if m.is_dir() => items.ok("state_dir", ag.state_dir.display().to_string()),
+        Ok(_) => items.fail(
+            "state_dir",
+            format!("{}: not a directory", ag.state_dir.display()),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => items.ok(
+            "state_dir",
+            format!("{} (created when the agent starts)", ag.state_dir.display()),
+        ),
+        Err(e) => items.fail("state_dir", format!("{}: {e}", ag.state_dir.display())),
+    }
+    match crate::daemon::load_manifest(ag) {
+        Ok(l) => {
+            let m = &l.manifest;
+            let trust = match &l.key_id {
+                Some(k) => format!("signed by trusted key {k}"),
+                None => "signature NOT verified (allow_unsigned)".to_string(),
+            };
+            items.ok(
+                "manifest",
+                format!(
+                    "{}: image {}, {} entries, {trust}",
+                    ag.manifest.display(),
+                    if m.header.image_id.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        crate::manifest::escape::escape(m.header.image_id.as_bytes())
+                    },
+                    m.entries.len()
+                ),
+            );
+        }
+        Err((_, msg)) => items.fail("manifest", msg),
+    }
+    for s in &cfg.signal {
+        check_signal(s, &mut items);
+    }
+    Ok(finish(&items, a.format))
+}
+
+fn check_signal(s: &BackendConfig, items: &mut Items) {
+    let label = format!("`{}`", s.name);
+    if let BackendKind::Exec { command, .. } = &s.kind {
+        if let Some(prog) = command.first() {
+            if let Err(e) = executable(Path::new(prog)) {
+                items.fail("signal", format!("{label}: command {prog}: {e}"));
+                return;
+            }
+        }
+    }
+    match crate::signal::build(std::slice::from_ref(s)) {
+        Ok(b) => {
+            let kind = b.first().map(|c| c.backend.kind()).unwrap_or("?");
+            let dry = if s.dry_run { " (dry run)" } else { "" };
+            items.ok("signal", format!("{label}: {kind}{dry}"));
+        }
+        Err(e) => items.fail("signal", e),
+    }
+}
+
+/// An executable regular file (a bare name is looked up in PATH).
+fn executable(prog: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if prog.components().count() > 1 {
+        vec![prog.to_path_buf()]
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(prog))
+            .collect()
+    };
+    let mut last = "not found in PATH".to_string();
+    for c in candidates {
+        match std::fs::metadata(&c) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
+            Ok(_) => last = "not an executable file".into(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+fn finish(items: &Items, format: Format) -> Status {
+    let valid = items.valid();
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Out<'a> {
+                valid: bool,
+                checks: &'a [Item],
+            }
+            let out = Out {
+                valid,
+                checks: &items.0,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("serialising plain data")
+            );
+        }
+        Format::Text => {
+            for i in &items.0 {
+                let tag = if i.ok { "ok   " } else { "ERROR" };
+                println!("{tag} {:<9} {}", i.check, i.message);
+            }
+            println!("{}", if valid { "valid" } else { "INVALID" });
+        }
+    }
+    if valid {
+        0
+    } else {
+        2
+    }
+}
