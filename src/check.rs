@@ -12,7 +12,7 @@
 //! filesystem event): only the manifest entries in scope can be removed.
 
 use crate::manifest::diff::{compare, Counts, Finding, FindingKind, Verdict};
-use crate::manifest::Manifest;
+use crate::manifest::{Entry, Manifest};
 use crate::policy::CompiledPolicy;
 use crate::scan::{self, ScanControl, ScanEvent, ScanOptions, ScanStats};
 use std::collections::HashMap;
@@ -60,6 +60,35 @@ pub fn check_tree(
 ) -> Result<CheckReport, CheckError> {
     let policy = manifest_policy(manifest)?;
     check_scope(manifest, &policy, root, threads, &ScanControl::default())
+}
+
+/// [`compare`] for a live entry. A process without `CAP_SYS_ADMIN` is not
+/// shown `trusted.*` xattrs, so when the manifest recorded some (baked as
+/// root) they cannot be checked here: the rest of the entry is compared as
+/// usual (drift is still drift), and if nothing else differs the entry is
+/// reported unreadable, never clean and never "xattrs changed".
+fn compare_live(expected: &Entry, actual: &Entry, type_only: bool) -> Option<Finding> {
+    let hidden = |n: &[u8]| n.starts_with(b"trusted.");
+    let blind = !type_only
+        && actual.xattrs.is_some()
+        && !scan::trusted_visible()
+        && expected
+            .xattrs
+            .as_ref()
+            .is_some_and(|x| x.iter().any(|(n, _)| hidden(n)));
+    if !blind {
+        return compare(expected, actual, type_only);
+    }
+    let mut visible = expected.clone();
+    if let Some(x) = &mut visible.xattrs {
+        x.retain(|(n, _)| !hidden(n));
+    }
+    compare(&visible, actual, type_only).or_else(|| {
+        Some(Finding::unreadable(
+            &expected.path,
+            "cannot check its trusted.* xattrs: they are visible only with CAP_SYS_ADMIN",
+        ))
+    })
 }
 
 /// The manifest entries a scan starting at `start` covers: the path itself
@@ -113,7 +142,7 @@ pub fn check_scope(
                     Some(i) => {
                         seen[i] = true;
                         let expected = &manifest.entries[i];
-                        findings.extend(compare(expected, &entry, mount_point));
+                        findings.extend(compare_live(expected, &entry, mount_point));
                         if mount_point {
                             // Only unknown if the image had something below it.
                             blind.insert(entry.path, None);

@@ -371,6 +371,50 @@ fn unreadable_root_is_an_error_without_a_report() {
     assert!(o.stdout.is_empty(), "a report was printed\n{o}");
 }
 
+/// `driftd check` of `d` as root without CAP_SYS_ADMIN (the agent's unit
+/// grants only CAP_DAC_READ_SEARCH and CAP_FOWNER).
+fn check_without_sys_admin(d: &Dir) -> Option<common::Check> {
+    let setpriv = common::tool("setpriv", "util-linux")?;
+    let mut c = std::process::Command::new(setpriv);
+    c.arg("--bounding-set=-sys_admin")
+        .arg(common::BIN)
+        .args(d.check_args(&["--allow-unsigned"]));
+    Some(common::Check::from_output(run(&mut c)))
+}
+
+#[test]
+fn trusted_xattrs_that_cannot_be_seen_make_the_verdict_unknown_not_drifted() {
+    if common::skip_unless_root("setting trusted.* xattrs") {
+        return;
+    }
+    let d = Dir::standard("trusted-xattr");
+    d.set_xattr("/usr/lib/libx.so", "trusted.overlay.opaque", b"y");
+    d.bake(&[]);
+    assert_eq!(d.check().verdict(), "clean", "root sees trusted.*");
+    let Some(c) = check_without_sys_admin(&d) else {
+        return;
+    };
+    // The kernel hides trusted.* from the agent: not "xattrs changed" (a
+    // false alarm) and not clean (unchecked), but unknown.
+    assert_eq!(c.verdict(), "unknown", "{c}");
+    assert_eq!(
+        c.findings(),
+        vec![exp("/usr/lib/libx.so", "unreadable", &[])],
+        "{c}"
+    );
+    let reason = c.findings_for("/usr/lib/libx.so")[0]["reason"].to_string();
+    assert!(reason.contains("trusted.* xattrs"), "{reason}");
+    // Everything else about the file is still checked.
+    d.chmod("/usr/lib/libx.so", 0o600);
+    let c = check_without_sys_admin(&d).unwrap();
+    assert_eq!(c.verdict(), "drifted", "{c}");
+    assert_eq!(
+        c.findings(),
+        vec![exp("/usr/lib/libx.so", "metadata", &["mode"])],
+        "{c}"
+    );
+}
+
 // ---------------------------------------------------------------- diff
 
 fn diff_json(old: &Path, new: &Path) -> (common::Output, Value) {

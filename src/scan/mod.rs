@@ -23,6 +23,7 @@
 
 mod meta;
 mod xattr;
+pub use xattr::trusted_visible;
 
 pub use meta::Meta;
 

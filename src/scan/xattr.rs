@@ -66,6 +66,21 @@ fn read(src: Src<'_>) -> std::io::Result<Xattrs> {
     Ok(out)
 }
 
+/// Whether this process sees `trusted.*` xattrs: the kernel lists them only
+/// to a process with `CAP_SYS_ADMIN`, and silently leaves them out for
+/// everyone else (such as the agent under its unit).
+pub fn trusted_visible() -> bool {
+    static VISIBLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VISIBLE.get_or_init(|| {
+        rustix::thread::capabilities(None)
+            .map(|c| {
+                c.effective
+                    .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// The xattrs of the path itself (a symlink's own, never its target's).
 pub fn read_path(path: &[u8]) -> std::io::Result<Xattrs> {
     read(Src::Path(path))
