@@ -196,7 +196,11 @@ struct Agent {
     confirm_at: Option<Instant>,
     schedule: Schedule,
     pacer: Option<Arc<Pacer>>,
-    ready_sent: bool,
+    /// The first full scan has ended (or there is no manifest to scan):
+    /// from here on an unknown verdict counts toward `unknown_grace`.
+    first_scan_ended: bool,
+    /// The sd_notify STATUS= last sent (`None`: READY=1 not sent yet).
+    sent_status: Option<String>,
     last_full_unix: Option<f64>,
     /// Queue to the signal dispatcher (`None` without backends).
     signal_tx: Option<mpsc::UnboundedSender<crate::signal::Signal>>,
@@ -503,9 +507,8 @@ impl Agent {
                         self.engine.full_scan_failed();
                     }
                 }
-                if !self.ready_sent {
-                    self.notify_ready();
-                }
+                self.first_scan_ended = true;
+                self.publish();
             }
             JobResult::Targeted {
                 scope,
@@ -679,7 +682,7 @@ impl Agent {
 
     /// Follow how long the verdict has been unknown.
     fn track_unknown(&mut self) {
-        if self.engine.verdict() == Verdict::Unknown && self.ready_sent {
+        if self.engine.verdict() == Verdict::Unknown && self.first_scan_ended {
             self.unknown_since.get_or_insert_with(now_unix);
         } else {
             self.unknown_since = None;
@@ -697,8 +700,10 @@ impl Agent {
         Some(Instant::now() + Duration::from_secs_f64((due - now_unix()).max(0.0)))
     }
 
-    /// Push the engine's view to metrics, /healthz and /status.
-    fn publish(&self) {
+    /// Push the engine's view to metrics, /healthz, /status and systemd's
+    /// STATUS= line.
+    fn publish(&mut self) {
+        self.notify_status();
         let m = &self.shared.metrics;
         let verdict = self.engine.verdict();
         m.set_verdict(verdict);
@@ -762,14 +767,43 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner()) = doc;
     }
 
+    /// What `systemctl status driftd` shows on its Status: line.
+    fn status_line(&self) -> String {
+        let verdict = self.engine.verdict();
+        if verdict != Verdict::Unknown || (self.first_scan_ended && self.loaded.is_some()) {
+            return format!("verdict {}", verdict.name());
+        }
+        match (&self.loaded, self.engine.problem()) {
+            (None, Some(p)) => format!("verdict unknown: {p}"),
+            (None, None) => "verdict unknown".into(),
+            (Some(_), _) => "first full scan running, verdict unknown until it ends".into(),
+        }
+    }
+
+    /// Tell systemd we are up (once) and keep its STATUS= line current.
+    /// READY=1 goes out as soon as the agent serves its verdict, before
+    /// the first full scan, which may take minutes when paced: a start must
+    /// not time out, and the boot must not wait for the scan. Until the
+    /// scan ends the verdict is *unknown* (/healthz answers 503).
+    fn notify_status(&mut self) {
+        let Some(sent) = &self.sent_status else {
+            return;
+        };
+        let status = self.status_line();
+        if *sent != status {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            self.sent_status = Some(status);
+        }
+    }
+
     fn notify_ready(&mut self) {
-        self.ready_sent = true;
-        let status = format!("verdict {}", self.engine.verdict().name());
+        let status = self.status_line();
         let _ = sd_notify::notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&status),
         ]);
-        info!(verdict = self.engine.verdict().name(), "ready");
+        info!(status = status.as_str(), "ready");
+        self.sent_status = Some(status);
     }
 }
 
@@ -834,7 +868,8 @@ pub async fn run(
         targeted_running: false,
         confirm: Vec::new(),
         confirm_at: None,
-        ready_sent: false,
+        first_scan_ended: false,
+        sent_status: None,
         last_full_unix: None,
         signal_tx,
         host,
@@ -849,10 +884,11 @@ pub async fn run(
     // dispatcher skips what was delivered or is pending.
     agent.signal_drift();
     if agent.loaded.is_none() {
-        // Nothing to scan: serve "unknown" with the reason, and tell
-        // systemd we are up so it does not restart us in a loop.
-        agent.notify_ready();
+        // Nothing to scan: serve "unknown" with the reason.
+        agent.first_scan_ended = true;
     }
+    // Serving: the HTTP listener is bound, the verdict is published.
+    agent.notify_ready();
     let mut sighup = signal(SignalKind::hangup())?;
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut next_watchdog = watchdog.map(|d| Instant::now() + d);

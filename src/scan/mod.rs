@@ -87,6 +87,8 @@ pub enum ScanError {
 #[derive(Debug)]
 pub struct Pacer {
     bytes_per_second: f64,
+    /// Every byte accounted for so far.
+    charged: std::sync::atomic::AtomicU64,
     /// (when the budget was last refilled, bytes that may still be read)
     state: std::sync::Mutex<(std::time::Instant, f64)>,
 }
@@ -95,6 +97,7 @@ impl Pacer {
     pub fn new(bytes_per_second: u64) -> Pacer {
         Pacer {
             bytes_per_second: bytes_per_second.max(1) as f64,
+            charged: std::sync::atomic::AtomicU64::new(0),
             state: std::sync::Mutex::new((std::time::Instant::now(), 0.0)),
         }
     }
@@ -102,6 +105,8 @@ impl Pacer {
     /// Account for `bytes` about to be read, sleeping as long as needed.
     /// A burst of at most a quarter second's worth is allowed.
     pub fn pace(&self, bytes: u64) {
+        self.charged
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let wait = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = std::time::Instant::now();
@@ -117,6 +122,11 @@ impl Pacer {
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
+    }
+
+    /// Bytes accounted for so far.
+    pub fn charged(&self) -> u64 {
+        self.charged.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -636,9 +646,6 @@ fn hash_fd(
         if control.cancelled() {
             return Err(std::io::Error::other("scan cancelled"));
         }
-        if let Some(p) = &control.pacer {
-            p.pace(buf.len() as u64);
-        }
         let n = match rustix::io::pread(fd, &mut *buf, offset) {
             Ok(n) => n,
             Err(Errno::INTR) => continue,
@@ -646,6 +653,11 @@ fn hash_fd(
         };
         if n == 0 {
             break;
+        }
+        // Charge what was read, not the buffer size: a small file costs
+        // its size, not a whole buffer (and the final empty read nothing).
+        if let Some(p) = &control.pacer {
+            p.pace(n as u64);
         }
         hasher.update(&buf[..n]);
         offset += n as u64;
@@ -663,4 +675,41 @@ pub fn display_path(root: &Path, rel: &[u8]) -> PathBuf {
         p.extend_from_slice(rel);
     }
     PathBuf::from(OsStr::from_bytes(&p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{CompiledPolicy, Policy};
+
+    #[test]
+    fn the_pacer_is_charged_what_was_read_not_the_buffer_size() {
+        // 200 small files and one of three buffers and a bit: a scan must
+        // charge exactly their bytes (charging a buffer per read made a
+        // host of small files scan 100 times slower than its rate limit).
+        let dir = tempfile::tempdir().unwrap();
+        let mut total = 0u64;
+        for i in 0..200u64 {
+            let body = vec![b'x'; (i % 7 + 1) as usize];
+            total += body.len() as u64;
+            std::fs::write(dir.path().join(format!("f{i}")), body).unwrap();
+        }
+        let big = vec![7u8; 3 * 256 * 1024 + 5];
+        total += big.len() as u64;
+        std::fs::write(dir.path().join("big"), big).unwrap();
+        let policy = CompiledPolicy::new(Policy::default(), "policy").unwrap();
+        let pacer = Arc::new(Pacer::new(u64::MAX));
+        let control = ScanControl {
+            pacer: Some(pacer.clone()),
+            ..ScanControl::default()
+        };
+        let opts = ScanOptions {
+            root: dir.path(),
+            policy: &policy,
+            threads: 2,
+        };
+        let stats = scan_with(&opts, &control, &mut |_| {}).unwrap();
+        assert_eq!(stats.bytes_hashed, total);
+        assert_eq!(pacer.charged(), total);
+    }
 }

@@ -793,10 +793,16 @@ impl Agent {
         self.wait_metrics("drift_detected 1", |m| m.v("driftd_drift_detected") == 1.0)
     }
 
-    /// Wait for `READY=1` on the notify socket (sent after the first full
-    /// check, or at once when the manifest is unusable).
+    /// Wait until the agent has its first verdict: `READY=1` goes out as
+    /// soon as it serves, then `STATUS=verdict ...` once the first full
+    /// check ended (at once when the manifest is unusable, or when a drift
+    /// declared before a restart is still on record).
     pub fn wait_ready(&mut self) {
-        self.wait_notify("READY=1", |v| v.iter().any(|(_, m)| has_line(m, "READY=1")));
+        self.wait_notify("READY=1 and STATUS=verdict", |v| {
+            v.iter().any(|(_, m)| has_line(m, "READY=1"))
+                && v.iter()
+                    .any(|(_, m)| m.lines().any(|l| l.starts_with("STATUS=verdict ")))
+        });
     }
 
     pub fn signal(&self, sig: rustix::process::Signal) {
