@@ -82,6 +82,9 @@ fn shipped_production_config_validates_a_baked_image() {
     assert_eq!(code, 0, "{checks:?}");
     let names: Vec<&str> = checks.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(names, ["config", "listen", "root", "state_dir", "manifest"]);
+    // Every path is the image's, not this machine's.
+    let state = format!("{}/var/lib/driftd", d.root.display());
+    assert!(checks[3].2.starts_with(&state), "{checks:?}");
     let manifest = &checks[4].2;
     assert!(
         manifest.contains("image ami-1") && manifest.contains("signed by trusted key"),

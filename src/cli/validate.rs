@@ -29,8 +29,9 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub agent: AgentArgs,
     /// Validate an image tree instead of this host: the config (default
-    /// DIR/etc/driftd/driftd.toml), the manifest, the trusted keys and the
-    /// signals' files are read inside DIR, and DIR is the root.
+    /// DIR/etc/driftd/driftd.toml), the manifest, the trusted keys, the
+    /// state directory and the signals' files are read inside DIR, and DIR
+    /// is the root.
     #[arg(long, value_name = "DIR", conflicts_with = "root")]
     pub image: Option<PathBuf>,
     /// Output format.
@@ -103,6 +104,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         let ag = &mut cfg.agent;
         ag.root = img.clone();
         ag.manifest = inside(img, &ag.manifest);
+        ag.state_dir = inside(img, &ag.state_dir);
         ag.trusted_keys = ag.trusted_keys.iter().map(|k| inside(img, k)).collect();
         for s in &mut cfg.signal {
             match &mut s.kind {
