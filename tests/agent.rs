@@ -715,6 +715,13 @@ fn assert_unusable(a: &mut Agent, reason: &str, reason_text: &[&str]) {
             pretty(&s)
         );
     }
+    // `systemctl status` says the same on its Status: line.
+    let status = format!("STATUS=verdict unknown: {text}");
+    assert!(
+        a.notify.all().iter().any(|(_, n)| has_line(n, &status)),
+        "no {status:?} in {:?}",
+        a.notify.all()
+    );
     // It keeps running and serving.
     for _ in 0..5 {
         a.assert_running();

@@ -770,13 +770,15 @@ impl Agent {
     /// What `systemctl status driftd` shows on its Status: line.
     fn status_line(&self) -> String {
         let verdict = self.engine.verdict();
-        if verdict != Verdict::Unknown || (self.first_scan_ended && self.loaded.is_some()) {
+        if verdict != Verdict::Unknown {
             return format!("verdict {}", verdict.name());
         }
-        match (&self.loaded, self.engine.problem()) {
-            (None, Some(p)) => format!("verdict unknown: {p}"),
-            (None, None) => "verdict unknown".into(),
-            (Some(_), _) => "first full scan running, verdict unknown until it ends".into(),
+        if self.loaded.is_some() && !self.first_scan_ended {
+            return "first full scan running, verdict unknown until it ends".into();
+        }
+        match self.engine.problem() {
+            Some(p) => format!("verdict unknown: {p}"),
+            None => "verdict unknown".into(),
         }
     }
 
