@@ -10,10 +10,10 @@ mod agent_util;
 mod common;
 
 use agent_util::{
-    has_finding, has_line, pretty, status_findings, Agent, Launch, Trust, FINDING_KINDS,
-    MANIFEST_ERRORS, RESCAN_REASONS, SCAN_ERROR_REASONS_ALL, SCAN_KINDS, SCAN_RESULTS,
+    has_finding, has_line, pretty, status_findings, Agent, Launch, Trust, MANIFEST_ERRORS,
+    RESCAN_REASONS, SCAN_ERROR_REASONS_ALL, SCAN_KINDS, SCAN_RESULTS,
 };
-use common::{load_manifest, Dir};
+use common::{load_manifest, Dir, FINDING_KINDS};
 use driftd::manifest::FileKind;
 use serde_json::Value;
 use std::time::{Duration, Instant};

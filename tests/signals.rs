@@ -13,8 +13,8 @@ mod agent_util;
 mod common;
 mod signal_util;
 
-use agent_util::{free_port, has_finding, pretty, Agent, FINDING_KINDS, WAIT};
-use common::{driftd_run, Dir};
+use agent_util::{free_port, has_finding, pretty, Agent, WAIT};
+use common::{driftd_run, Dir, FINDING_KINDS};
 use serde_json::Value;
 use signal_util::{
     describe, exec, last_success, launch_with, outbox_files, pending, requests, rescan,

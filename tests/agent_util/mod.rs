@@ -279,14 +279,6 @@ impl fmt::Debug for Metrics {
 }
 
 pub const VERDICTS: [&str; 3] = ["clean", "drifted", "unknown"];
-pub const FINDING_KINDS: [&str; 6] = [
-    "added",
-    "removed",
-    "modified",
-    "metadata",
-    "type",
-    "unreadable",
-];
 pub const SCAN_KINDS: [&str; 2] = ["full", "targeted"];
 pub const SCAN_RESULTS: [&str; 5] = ["clean", "drifted", "unknown", "error", "cancelled"];
 pub const RESCAN_REASONS: [&str; 6] = [
@@ -691,39 +683,36 @@ impl Agent {
         })
     }
 
-    /// Poll `/metrics` until `pred` holds; panic with the last scrape and
+    /// Poll `/metrics` until `pred` holds; panics with the last scrape and
     /// the log otherwise (or as soon as the agent exits).
     pub fn wait_metrics(&mut self, what: &str, pred: impl Fn(&Metrics) -> bool) -> Metrics {
-        let port = self.port;
-        let child = &mut self.child;
-        let log = self.log.clone();
-        let m = wait_for(
-            what,
-            || {
-                if let Ok(Some(st)) = child.try_wait() {
-                    panic!(
-                        "the agent exited ({st}) while waiting for {what}\n--- log ---\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                match http_get(port, "/metrics")? {
-                    (200, body) => Metrics::parse(&body),
-                    (code, body) => Err(format!("/metrics answered {code}: {body}")),
-                }
-            },
-            pred,
-            |m| {
-                format!(
-                    "{m}--- log (tail) ---\n{}",
-                    tail(&std::fs::read_to_string(&log).unwrap_or_default(), 30)
-                )
-            },
-        );
-        m
+        self.wait_endpoint(what, "/metrics", Metrics::parse, pred, |m| m.to_string())
     }
 
     /// Poll `/status` until `pred` holds (see [`Agent::wait_metrics`]).
     pub fn wait_status(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_endpoint(
+            what,
+            "/status",
+            |body| {
+                serde_json::from_str(body).map_err(|e| format!("/status is not JSON ({e}): {body}"))
+            },
+            pred,
+            |v| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default()),
+        )
+    }
+
+    /// Poll an endpoint, parsed with `parse`, until `pred` holds; panics
+    /// with the last answer (`show`) and the log's tail otherwise, or as
+    /// soon as the agent exits.
+    fn wait_endpoint<T>(
+        &mut self,
+        what: &str,
+        path: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+        pred: impl Fn(&T) -> bool,
+        show: impl Fn(&T) -> String,
+    ) -> T {
         let port = self.port;
         let child = &mut self.child;
         let log = self.log.clone();
@@ -736,17 +725,16 @@ impl Agent {
                         std::fs::read_to_string(&log).unwrap_or_default()
                     );
                 }
-                match http_get(port, "/status")? {
-                    (200, body) => serde_json::from_str(&body)
-                        .map_err(|e| format!("/status is not JSON ({e}): {body}")),
-                    (code, body) => Err(format!("/status answered {code}: {body}")),
+                match http_get(port, path)? {
+                    (200, body) => parse(&body),
+                    (code, body) => Err(format!("{path} answered {code}: {body}")),
                 }
             },
             pred,
             |v| {
                 format!(
-                    "{}\n--- log (tail) ---\n{}",
-                    serde_json::to_string_pretty(v).unwrap_or_default(),
+                    "{}--- log (tail) ---\n{}",
+                    show(v),
                     tail(&std::fs::read_to_string(&log).unwrap_or_default(), 30)
                 )
             },

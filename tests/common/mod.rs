@@ -31,6 +31,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// The driftd binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_driftd");
 
+/// Finding kinds, as reports and the `kind` label spell them.
+pub const FINDING_KINDS: [&str; 6] = [
+    "added",
+    "removed",
+    "modified",
+    "metadata",
+    "type",
+    "unreadable",
+];
+
 /// The uid/gid the "unreadable" cases run as.
 pub const NOBODY: u32 = 65534;
 
@@ -376,32 +386,31 @@ impl Dir {
     }
 
     pub fn fifo(&self, image_path: impl AsRef<[u8]>) {
-        let p = image_path.as_ref();
-        self.parents(p);
-        let path = self.path(p);
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap_or_else(|e| panic!("mkfifo {path:?}: {e}"));
+        self.mknod(image_path.as_ref(), rustix::fs::FileType::Fifo, 0);
     }
 
     /// A character device node (needs root).
     pub fn char_device(&self, image_path: impl AsRef<[u8]>, major: u32, minor: u32) {
-        let p = image_path.as_ref();
-        self.parents(p);
-        let path = self.path(p);
+        let dev = rustix::fs::makedev(major, minor);
+        self.mknod(
+            image_path.as_ref(),
+            rustix::fs::FileType::CharacterDevice,
+            dev,
+        );
+    }
+
+    /// A special file (mode 0644, parents created).
+    fn mknod(&self, image_path: &[u8], kind: rustix::fs::FileType, dev: rustix::fs::Dev) {
+        self.parents(image_path);
+        let path = self.path(image_path);
         rustix::fs::mknodat(
             rustix::fs::CWD,
             &path,
-            rustix::fs::FileType::CharacterDevice,
+            kind,
             rustix::fs::Mode::from_raw_mode(0o644),
-            rustix::fs::makedev(major, minor),
+            dev,
         )
-        .unwrap_or_else(|e| panic!("mknod {path:?} c {major} {minor}: {e}"));
+        .unwrap_or_else(|e| panic!("mknod {path:?} ({kind:?}, dev {dev:#x}): {e}"));
     }
 
     /// A Unix socket bound at the path (the listener is dropped; the socket
@@ -712,14 +721,7 @@ impl Check {
             Some(n),
             "summary.findings disagrees with findings[]\n{self}"
         );
-        for kind in [
-            "added",
-            "removed",
-            "modified",
-            "metadata",
-            "type",
-            "unreadable",
-        ] {
+        for kind in FINDING_KINDS {
             let count = self
                 .findings_json()
                 .iter()
