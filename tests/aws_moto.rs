@@ -33,15 +33,13 @@ mod agent_util;
 mod common;
 
 use agent_util::{free_port, http_get, wait_for, Agent, Launch, Metrics};
-use common::Dir;
+use common::{Dir, LocalServer};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The region of the fleet: not the SDK's usual default, so a pass shows
@@ -333,8 +331,7 @@ type Served = (String, String, u16);
 struct Imds {
     port: u16,
     served: Arc<Mutex<Vec<Served>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 /// What the stand-in serves.
@@ -350,31 +347,17 @@ const IMDS_TOKEN: &str = "stand-in-imdsv2-session-token";
 
 impl Imds {
     fn start(data: ImdsData) -> Imds {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local address").port();
         let served: Arc<Mutex<Vec<Served>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let data = Arc::new(data);
-        let (s, st) = (served.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                let (s, data) = (s.clone(), data.clone());
-                std::thread::spawn(move || {
-                    if let Some(entry) = imds_answer(conn, &data) {
-                        s.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
-                    }
-                });
+        let s = served.clone();
+        let server = LocalServer::start("the IMDS stand-in", move |conn, _, _| {
+            if let Some(entry) = imds_answer(conn, &data) {
+                s.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
             }
         });
         Imds {
-            port,
+            port: server.port,
             served,
-            stop,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -387,17 +370,6 @@ impl Imds {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-}
-
-impl Drop for Imds {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

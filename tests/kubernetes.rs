@@ -15,7 +15,7 @@ mod agent_util;
 mod common;
 
 use agent_util::{Agent, Launch, Metrics, POLL, WAIT};
-use common::Dir;
+use common::{Dir, LocalServer};
 use driftd::signal::kubernetes::{condition_patch, cordon_patch, NodeCondition};
 use driftd::signal::{Backend, Host, Signal};
 use serde_json::{json, Value};
@@ -25,7 +25,6 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 const TOKEN: &str = "stand-in-token-8d1f0c2a";
@@ -73,8 +72,6 @@ struct Inner {
     requests: Mutex<Vec<Request>>,
     /// Answer the next requests with these status codes (then 200).
     failures: Mutex<Vec<u16>>,
-    stop: AtomicBool,
-    conns: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,35 +83,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct ApiServer {
     port: u16,
     inner: Arc<Inner>,
-    acceptor: Option<JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 impl ApiServer {
     fn start() -> ApiServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stand-in");
-        let port = listener.local_addr().expect("stand-in address").port();
         let inner = Arc::new(Inner {
             requests: Mutex::default(),
             failures: Mutex::default(),
-            stop: AtomicBool::new(false),
-            conns: Mutex::default(),
         });
         let i = inner.clone();
-        let acceptor = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if i.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = conn else { continue };
-                let ii = i.clone();
-                let h = std::thread::spawn(move || serve(&ii, stream));
-                lock(&i.conns).push(h);
-            }
+        let server = LocalServer::start("the stand-in", move |stream, _, stop| {
+            serve(&i, stream, stop)
         });
         ApiServer {
-            port,
+            port: server.port,
             inner,
-            acceptor: Some(acceptor),
+            _server: server,
         }
     }
 
@@ -151,20 +136,6 @@ impl ApiServer {
                 agent.log_tail(40)
             );
             std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-        for c in std::mem::take(&mut *lock(&self.inner.conns)) {
-            let _ = c.join();
         }
     }
 }
@@ -217,7 +188,7 @@ fn node_json(path: &str) -> Value {
     })
 }
 
-fn serve(inner: &Inner, mut s: TcpStream) {
+fn serve(inner: &Inner, mut s: TcpStream, stop: &AtomicBool) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -271,7 +242,7 @@ fn serve(inner: &Inner, mut s: TcpStream) {
             }
             continue;
         }
-        if inner.stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
             return;
         }
         match s.read(&mut chunk) {

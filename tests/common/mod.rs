@@ -853,3 +853,68 @@ pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+
+// ---------------------------------------------------------------- stand-in servers
+
+/// A local TCP server for the tests' stand-ins (a webhook receiver, a
+/// Kubernetes API server, an instance-metadata service): it listens on a
+/// free port of 127.0.0.1 and hands each connection, with its arrival time
+/// and the server's stop flag, to `serve` on a thread of its own. Dropping
+/// it sets the flag (a handler that holds a connection open must return
+/// once it is set), stops accepting and joins every thread.
+pub struct LocalServer {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LocalServer {
+    pub fn start<F>(what: &str, serve: F) -> LocalServer
+    where
+        F: Fn(std::net::TcpStream, Instant, &std::sync::atomic::AtomicBool) + Send + Sync + 'static,
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("bind {what} on 127.0.0.1: {e}"));
+        let port = listener.local_addr().expect("local address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>> = Arc::default();
+        let serve = Arc::new(serve);
+        let (st, cs) = (stop.clone(), conns.clone());
+        let acceptor = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = conn else { continue };
+                let at = Instant::now();
+                let (serve, st2) = (serve.clone(), st.clone());
+                let h = std::thread::spawn(move || serve(stream, at, &st2));
+                cs.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+            }
+        });
+        LocalServer {
+            port,
+            stop,
+            conns,
+            acceptor: Some(acceptor),
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the blocking accept so that it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in conns {
+            let _ = c.join();
+        }
+    }
+}

@@ -11,16 +11,15 @@
 #![allow(dead_code)]
 
 use crate::agent_util::{Agent, Launch, Metrics, POLL, WAIT};
-use crate::common::Dir;
+use crate::common::{Dir, LocalServer};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // -------------------------------------------------------------- receiver
@@ -84,8 +83,6 @@ enum Answer {
 struct Inner {
     requests: Mutex<Vec<Request>>,
     plan: Mutex<Plan>,
-    stop: AtomicBool,
-    conns: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A local HTTP server standing in for the control plane. By default it
@@ -94,7 +91,7 @@ struct Inner {
 pub struct Receiver {
     pub port: u16,
     inner: Arc<Inner>,
-    acceptor: Option<JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,31 +100,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Receiver {
     pub fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
-        let port = listener.local_addr().expect("receiver address").port();
         let inner = Arc::new(Inner {
             requests: Mutex::default(),
             plan: Mutex::default(),
-            stop: AtomicBool::new(false),
-            conns: Mutex::default(),
         });
         let i = inner.clone();
-        let acceptor = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if i.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = conn else { continue };
-                let at = Instant::now();
-                let ii = i.clone();
-                let h = std::thread::spawn(move || serve(&ii, stream, at));
-                lock(&i.conns).push(h);
-            }
+        let server = LocalServer::start("the receiver", move |stream, at, stop| {
+            serve(&i, stream, at, stop)
         });
         Receiver {
-            port,
+            port: server.port,
             inner,
-            acceptor: Some(acceptor),
+            _server: server,
         }
     }
 
@@ -184,21 +168,6 @@ impl Receiver {
                 );
             }
             std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-        let conns = std::mem::take(&mut *lock(&self.inner.conns));
-        for c in conns {
-            let _ = c.join();
         }
     }
 }
@@ -317,8 +286,8 @@ fn read_request(s: &mut TcpStream) -> Result<RawRequest, String> {
     })
 }
 
-fn serve(inner: &Inner, mut s: TcpStream, at: Instant) {
-    if inner.stop.load(Ordering::SeqCst) {
+fn serve(inner: &Inner, mut s: TcpStream, at: Instant, stop: &AtomicBool) {
+    if stop.load(Ordering::SeqCst) {
         return;
     }
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -375,7 +344,7 @@ fn serve(inner: &Inner, mut s: TcpStream, at: Instant) {
             let _ = s.flush();
         }
         Answer::Hang => {
-            while !inner.stop.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
