@@ -10,7 +10,7 @@ mod agent_util;
 mod common;
 
 use agent_util::{
-    has_finding, has_line, pretty, status_findings, Agent, Launch, Trust, MANIFEST_ERRORS,
+    has_finding, has_line, pretty, status_findings, Agent, Launch, Metrics, Trust, MANIFEST_ERRORS,
     RESCAN_REASONS, SCAN_ERROR_REASONS_ALL, SCAN_KINDS, SCAN_RESULTS,
 };
 use common::{load_manifest, Dir, FINDING_KINDS};
@@ -51,6 +51,36 @@ fn state_json(a: &Agent) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p:?} is not JSON ({e}): {text}"))
 }
 
+/// Exactly one full rescan so far, the one at startup.
+fn assert_only_the_startup_rescan(m: &Metrics) {
+    for reason in RESCAN_REASONS {
+        let want = if reason == "startup" { 1.0 } else { 0.0 };
+        assert_eq!(
+            m.rescans(reason),
+            want,
+            "rescans_total{{reason={reason}}}:\n{m}"
+        );
+    }
+}
+
+/// `driftd_drifted_entries` is 0 for every kind.
+fn assert_no_drifted_entries(m: &Metrics) {
+    for k in FINDING_KINDS {
+        assert_eq!(m.drifted(k), 0.0, "drifted_entries{{kind={k}}}:\n{m}");
+    }
+}
+
+/// `driftd_manifest_error` is 0 for every reason.
+fn assert_no_manifest_error(m: &Metrics) {
+    for reason in MANIFEST_ERRORS {
+        assert_eq!(
+            m.manifest_error(reason),
+            0.0,
+            "manifest_error{{{reason}}}:\n{m}"
+        );
+    }
+}
+
 // ------------------------------------------------------------ clean start
 
 #[test]
@@ -84,9 +114,7 @@ fn clean_start_serves_clean_and_every_series_from_the_start() {
     assert_eq!(m.verdict("drifted"), 0.0, "{m}");
     assert_eq!(m.v("driftd_drift_detected"), 0.0, "{m}");
     assert_eq!(m.v("driftd_manifest_valid"), 1.0, "{m}");
-    for k in FINDING_KINDS {
-        assert_eq!(m.drifted(k), 0.0, "drifted_entries{{kind={k}}}:\n{m}");
-    }
+    assert_no_drifted_entries(&m);
     for kind in SCAN_KINDS {
         for result in SCAN_RESULTS {
             assert_eq!(
@@ -96,21 +124,8 @@ fn clean_start_serves_clean_and_every_series_from_the_start() {
             );
         }
     }
-    for reason in RESCAN_REASONS {
-        let want = if reason == "startup" { 1.0 } else { 0.0 };
-        assert_eq!(
-            m.rescans(reason),
-            want,
-            "rescans_total{{reason={reason}}}:\n{m}"
-        );
-    }
-    for reason in MANIFEST_ERRORS {
-        assert_eq!(
-            m.manifest_error(reason),
-            0.0,
-            "manifest_error{{{reason}}}:\n{m}"
-        );
-    }
+    assert_only_the_startup_rescan(&m);
+    assert_no_manifest_error(&m);
     for reason in SCAN_ERROR_REASONS_ALL {
         assert_eq!(
             m.val("driftd_scan_errors_total", &[("reason", reason)]),
@@ -174,9 +189,7 @@ fn clean_start_serves_clean_and_every_series_from_the_start() {
         "{m}"
     );
     assert_eq!(m.v("driftd_watches"), manifest_dirs(&d) as f64, "{m}");
-    for k in FINDING_KINDS {
-        assert_eq!(m.drifted(k), 0.0, "drifted_entries{{kind={k}}}:\n{m}");
-    }
+    assert_no_drifted_entries(&m);
     for kind in SCAN_KINDS {
         for result in SCAN_RESULTS {
             let want = if (kind, result) == ("full", "clean") {
@@ -191,17 +204,8 @@ fn clean_start_serves_clean_and_every_series_from_the_start() {
             );
         }
     }
-    for reason in RESCAN_REASONS {
-        let want = if reason == "startup" { 1.0 } else { 0.0 };
-        assert_eq!(
-            m.rescans(reason),
-            want,
-            "rescans_total{{reason={reason}}}:\n{m}"
-        );
-    }
-    for reason in MANIFEST_ERRORS {
-        assert_eq!(m.manifest_error(reason), 0.0, "{m}");
-    }
+    assert_only_the_startup_rescan(&m);
+    assert_no_manifest_error(&m);
     assert_eq!(
         m.v("driftd_fs_events_total"),
         0.0,
@@ -296,14 +300,7 @@ fn inotify_finds_every_kind_of_tamper_without_a_rescan() {
     // All of it was found by events: no full scan after the first.
     let m = a.metrics();
     assert_eq!(m.scans_of_kind("full"), 1.0, "only the startup scan:\n{m}");
-    for reason in RESCAN_REASONS {
-        let want = if reason == "startup" { 1.0 } else { 0.0 };
-        assert_eq!(
-            m.rescans(reason),
-            want,
-            "rescans_total{{reason={reason}}}:\n{m}"
-        );
-    }
+    assert_only_the_startup_rescan(&m);
     assert!(m.scans_of_kind("targeted") >= 5.0, "{m}");
     assert_eq!(m.v("driftd_fs_events_dropped_total"), 0.0, "{m}");
     assert_eq!(m.v("driftd_watch_failures_total"), 0.0, "{m}");

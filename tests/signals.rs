@@ -894,31 +894,12 @@ fn a_name_reused_from_a_backend_with_an_error_is_reported_too() {
 fn an_unreadable_secret_file_stops_the_agent_at_start() {
     let d = baked("sig-nosecret");
     let missing = d.outside("no-such.secret");
-    let cfg = d.write_outside(
+    assert_config_rejected(
+        &d,
         "agent.toml",
-        format!(
-            "[agent]\ndebounce = \"50ms\"\n\n{}",
-            webhook("cp", "http://127.0.0.1:9/hook", &missing, "")
-        ),
+        &webhook("cp", "http://127.0.0.1:9/hook", &missing, ""),
+        &["signal `cp`", &missing.display().to_string()],
     );
-    let port = free_port();
-    let o = driftd_run([
-        "run".as_ref(),
-        "--config".as_ref(),
-        cfg.as_os_str(),
-        "--root".as_ref(),
-        d.root.as_os_str(),
-        "--manifest".as_ref(),
-        d.manifest.as_os_str(),
-        "--allow-unsigned".as_ref(),
-        "--state-dir".as_ref(),
-        d.outside("state").as_os_str(),
-        "--listen".as_ref(),
-        format!("127.0.0.1:{port}").as_ref(),
-    ]);
-    o.assert_code(2);
-    o.assert_stderr_contains("signal `cp`");
-    o.assert_stderr_contains(&missing.display().to_string());
 }
 
 // ------------------------------------------------- unknown verdict and TLS
