@@ -4,15 +4,11 @@
 
 mod common;
 
-use common::{driftd_as_nobody, driftd_run, exp, prepare_for_nobody, run, Dir};
+use common::{driftd_as_nobody, driftd_run, exp, prepare_for_nobody, run, s, Dir};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 // ---------------------------------------------------------------- keys
 

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{check_json, exp, load_manifest, run, tool, Dir, Output, BIN};
+use common::{check_json, exp, load_manifest, run, s, tool, Dir, Output, BIN};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::fs;
@@ -27,10 +27,6 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn repo(p: &str) -> PathBuf {
     Path::new(REPO).join(p)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
 }
 
 /// The bake script under test.

@@ -4,14 +4,9 @@
 
 mod common;
 
-use common::{driftd_run, Dir};
+use common::{driftd_run, s, Dir};
 use serde_json::Value;
 use std::fs;
-use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/driftd.toml");
 const TRY_OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/try-out.toml");

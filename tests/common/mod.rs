@@ -31,6 +31,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// The driftd binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_driftd");
 
+/// A (temp) path as the `&str` a command line wants.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
 /// Finding kinds, as reports and the `kind` label spell them.
 pub const FINDING_KINDS: [&str; 6] = [
     "added",
