@@ -11,7 +11,7 @@
 //! or one path and its subtree (the agent's targeted re-checks after a
 //! filesystem event): only the manifest entries in scope can be removed.
 
-use crate::manifest::diff::{compare, Counts, Finding, FindingKind, Verdict};
+use crate::manifest::diff::{compare, Counts, Finding, FindingKind, UnreadableKind, Verdict};
 use crate::manifest::{Entry, Manifest};
 use crate::policy::CompiledPolicy;
 use crate::scan::{self, ScanControl, ScanEvent, ScanOptions, ScanStats};
@@ -86,6 +86,7 @@ fn compare_live(expected: &Entry, actual: &Entry, type_only: bool) -> Option<Fin
     compare(&visible, actual, type_only).or_else(|| {
         Some(Finding::unreadable(
             &expected.path,
+            UnreadableKind::PermissionDenied,
             "cannot check its trusted.* xattrs: they are visible only with CAP_SYS_ADMIN",
         ))
     })
@@ -159,13 +160,14 @@ pub fn check_scope(
             }
             ScanEvent::Unreadable {
                 path,
+                cause,
                 reason,
                 subtree,
             } => {
                 let index = match manifest.find(&path) {
                     Some(i) => {
                         seen[i] = true;
-                        findings.push(Finding::unreadable(&path, reason));
+                        findings.push(Finding::unreadable(&path, cause, reason));
                         findings.len() - 1
                     }
                     // It exists (its directory listed it) and the image
@@ -173,17 +175,19 @@ pub fn check_scope(
                     None if !policy.may_appear(&path) => match added_dirs.get(&path) {
                         Some(&i) => {
                             findings[i].reason = Some(reason);
+                            findings[i].cause = Some(cause);
                             i
                         }
                         None => {
                             let mut f = Finding::simple(&path, FindingKind::Added);
                             f.reason = Some(reason);
+                            f.cause = Some(cause);
                             findings.push(f);
                             findings.len() - 1
                         }
                     },
                     None => {
-                        findings.push(Finding::unreadable(&path, reason));
+                        findings.push(Finding::unreadable(&path, cause, reason));
                         findings.len() - 1
                     }
                 };
@@ -218,6 +222,7 @@ pub fn check_scope(
             }
             None => notes.push(Finding::unreadable(
                 path,
+                UnreadableKind::NotEntered,
                 format!("mount point not entered (one_file_system); {note}"),
             )),
         }

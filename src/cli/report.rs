@@ -4,7 +4,7 @@
 
 use super::Trust;
 use crate::check::CheckReport;
-use crate::manifest::diff::{Change, Counts, Finding, FindingKind, Verdict};
+use crate::manifest::diff::{Counts, Finding, FindingKind, FindingRecord, Verdict};
 use crate::manifest::escape::escape;
 use crate::manifest::Manifest;
 use serde::Serialize;
@@ -42,28 +42,8 @@ impl ManifestInfo {
     }
 }
 
-#[derive(Serialize)]
-struct JsonFinding<'a> {
-    path: String,
-    kind: FindingKind,
-    attributes: &'a [&'static str],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    changes: &'a [Change],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
-fn json_findings(findings: &[Finding]) -> Vec<JsonFinding<'_>> {
-    findings
-        .iter()
-        .map(|f| JsonFinding {
-            path: escape(&f.path),
-            kind: f.kind,
-            attributes: &f.attributes,
-            changes: &f.changes,
-            reason: f.reason.as_deref(),
-        })
-        .collect()
+fn json_findings(findings: &[Finding]) -> Vec<FindingRecord> {
+    findings.iter().map(FindingRecord::from).collect()
 }
 
 #[derive(Serialize)]
@@ -96,7 +76,7 @@ pub fn print_check_json(r: &CheckReport, m: &ManifestInfo, root: &Path, elapsed:
         root: String,
         manifest: &'a ManifestInfo,
         summary: Summary,
-        findings: Vec<JsonFinding<'a>>,
+        findings: Vec<FindingRecord>,
     }
     print_json(&Doc {
         schema: "driftd.check.v1",
@@ -129,7 +109,7 @@ pub fn print_diff_json(
         new: &'a ManifestInfo,
         policy_changed: bool,
         summary: Summary,
-        findings: Vec<JsonFinding<'a>>,
+        findings: Vec<FindingRecord>,
     }
     print_json(&Doc {
         schema: "driftd.diff.v1",

@@ -193,7 +193,7 @@ impl Engine {
             findings: drift
                 .iter()
                 .take(MAX_RECORDED_FINDINGS)
-                .map(RecordedFinding::from_finding)
+                .map(RecordedFinding::from)
                 .collect(),
         });
     }

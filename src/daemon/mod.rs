@@ -20,13 +20,12 @@ use crate::manifest::{sign, Manifest};
 use crate::policy::CompiledPolicy;
 use crate::scan::{Pacer, ScanControl};
 use crate::telemetry::http::Shared;
-use crate::telemetry::metrics::scan_error_reason;
 use crate::watch::{Debouncer, Watch, WatchMsg};
 use engine::Engine;
 use state::StateStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -66,22 +65,7 @@ enum JobResult {
     },
 }
 
-/// Now, as Unix time in seconds.
-pub fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// A uniformly random fraction in [0, 1) from the OS (jitter must differ
-/// between hosts, so no fixed seed).
-pub fn random_fraction() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::getrandom(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-}
+pub use crate::clock::{now_unix, random_fraction};
 
 /// The full-rescan schedule: every `interval` plus a fresh random delay of
 /// up to `jitter` each time.
@@ -459,7 +443,10 @@ impl Agent {
                 .iter()
                 .filter(|f| f.kind == FindingKind::Unreadable)
             {
-                let reason = scan_error_reason(f.reason.as_deref().unwrap_or(""));
+                let reason = f
+                    .cause
+                    .unwrap_or(crate::manifest::diff::UnreadableKind::Other)
+                    .label();
                 m.scan_errors.with_label_values(&[reason]).inc();
             }
         }
@@ -674,7 +661,7 @@ impl Agent {
                     .engine
                     .findings()
                     .take(crate::signal::SIGNAL_FINDINGS)
-                    .map(state::RecordedFinding::from_finding)
+                    .map(state::RecordedFinding::from)
                     .collect(),
             },
         ));
@@ -727,7 +714,7 @@ impl Agent {
             .engine
             .findings()
             .take(limit)
-            .map(state::RecordedFinding::from_finding)
+            .map(state::RecordedFinding::from)
             .collect();
         let total: u64 = FindingKind::ALL.iter().map(|k| counts.get(*k)).sum();
         let manifest = self.loaded.as_ref().map(|l| {

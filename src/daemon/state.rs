@@ -8,35 +8,13 @@
 //! file, fsync, rename, fsync of the directory), so a crash leaves either
 //! the old or the new state, never half of one.
 
-use crate::manifest::diff::Finding;
-use crate::manifest::escape::escape;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Most findings kept in the state file (the count is always complete).
 pub const MAX_RECORDED_FINDINGS: usize = 100;
 
-/// A finding as recorded in the state file and shown by /status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedFinding {
-    /// Escaped path (see the README: lossless escaping).
-    pub path: String,
-    pub kind: String,
-    pub attributes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl RecordedFinding {
-    pub fn from_finding(f: &Finding) -> RecordedFinding {
-        RecordedFinding {
-            path: escape(&f.path),
-            kind: f.kind.name().to_string(),
-            attributes: f.attributes.iter().map(|a| a.to_string()).collect(),
-            reason: f.reason.clone(),
-        }
-    }
-}
+pub use crate::manifest::diff::FindingRecord as RecordedFinding;
 
 /// A confirmed drift episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,12 +131,12 @@ mod tests {
             image_id: "img".into(),
             first_detected_unix: 1_700_000_000.5,
             findings_total: 1,
-            findings: vec![RecordedFinding {
-                path: "/etc/x".into(),
-                kind: "modified".into(),
-                attributes: vec!["content".into()],
-                reason: None,
-            }],
+            findings: vec![RecordedFinding::from(
+                &crate::manifest::diff::Finding::simple(
+                    b"/etc/x",
+                    crate::manifest::diff::FindingKind::Modified,
+                ),
+            )],
         };
         store.save(Some(&d)).unwrap();
         assert_eq!(store.load().unwrap(), Some(d));

@@ -6,10 +6,10 @@
 use super::entry::Entry;
 use super::Manifest;
 use crate::policy::Attr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened to a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FindingKind {
     /// Present now, absent from the manifest (and not allowed to appear).
@@ -48,6 +48,52 @@ impl FindingKind {
     }
 }
 
+/// Why a path could not be checked: a bounded set, so it can label
+/// metrics (`driftd_scan_errors_total{reason}`) and be matched by machines
+/// without reading the English `reason` beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreadableKind {
+    /// The kernel refused (EACCES, EPERM), or the attribute is visible
+    /// only with a capability this process lacks.
+    PermissionDenied,
+    /// The file or directory changed (or was replaced) while it was read.
+    ChangedWhileRead,
+    /// The path is longer than the kernel accepts.
+    NameTooLong,
+    /// A mount point that was not entered, or a subtree that could not be
+    /// listed: what the manifest has below it was not checked.
+    NotEntered,
+    /// The check that would have covered it failed as a whole (the root
+    /// could not be opened, descriptors ran out); it is retried.
+    ScanFailed,
+    /// Anything else (an I/O error, ...).
+    Other,
+}
+
+impl UnreadableKind {
+    pub const ALL: [UnreadableKind; 6] = [
+        UnreadableKind::PermissionDenied,
+        UnreadableKind::ChangedWhileRead,
+        UnreadableKind::NameTooLong,
+        UnreadableKind::NotEntered,
+        UnreadableKind::ScanFailed,
+        UnreadableKind::Other,
+    ];
+
+    /// The label (as serialised).
+    pub fn label(self) -> &'static str {
+        match self {
+            UnreadableKind::PermissionDenied => "permission_denied",
+            UnreadableKind::ChangedWhileRead => "changed_while_read",
+            UnreadableKind::NameTooLong => "name_too_long",
+            UnreadableKind::NotEntered => "not_entered",
+            UnreadableKind::ScanFailed => "scan_failed",
+            UnreadableKind::Other => "other",
+        }
+    }
+}
+
 /// One attribute's expected and actual value, rendered for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
@@ -64,8 +110,13 @@ pub struct Finding {
     /// Names of the attributes that changed (empty for added/removed).
     pub attributes: Vec<&'static str>,
     pub changes: Vec<Change>,
-    /// Why a path is unreadable.
+    /// Why a path could not be checked, for people (also set on an added
+    /// directory that could not be listed).
     pub reason: Option<String>,
+    /// Why a path could not be checked, typed: set on every `unreadable`
+    /// finding (and beside `reason` on an added directory that could not
+    /// be listed).
+    pub cause: Option<UnreadableKind>,
 }
 
 impl Finding {
@@ -76,19 +127,72 @@ impl Finding {
             attributes: Vec::new(),
             changes: Vec::new(),
             reason: None,
+            cause: None,
         }
     }
 
-    pub fn unreadable(path: &[u8], reason: impl Into<String>) -> Finding {
+    pub fn unreadable(path: &[u8], cause: UnreadableKind, reason: impl Into<String>) -> Finding {
         Finding {
             reason: Some(reason.into()),
+            cause: Some(cause),
             ..Finding::simple(path, FindingKind::Unreadable)
+        }
+    }
+
+    /// Is this drift (as opposed to a path that could not be checked)?
+    pub fn is_drift(&self) -> bool {
+        self.kind != FindingKind::Unreadable
+    }
+}
+
+/// One attribute's change, as serialised (owned, so it reads back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub attribute: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+}
+
+/// A finding as every JSON document shows it (`check --format json`,
+/// `diff`, `/status`, the state file, signals): the one serialised form.
+/// The path is escaped losslessly (see the README).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    pub path: String,
+    pub kind: FindingKind,
+    pub attributes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChangeRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The typed reason of an unreadable path (`permission_denied`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<UnreadableKind>,
+}
+
+impl From<&Finding> for FindingRecord {
+    fn from(f: &Finding) -> FindingRecord {
+        FindingRecord {
+            path: super::escape::escape(&f.path),
+            kind: f.kind,
+            attributes: f.attributes.iter().map(|a| a.to_string()).collect(),
+            changes: f
+                .changes
+                .iter()
+                .map(|c| ChangeRecord {
+                    attribute: c.attribute.to_string(),
+                    expected: c.expected.clone(),
+                    actual: c.actual.clone(),
+                })
+                .collect(),
+            reason: f.reason.clone(),
+            cause: f.cause,
         }
     }
 }
 
 /// The overall result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Clean,
@@ -97,6 +201,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Clean, Verdict::Drifted, Verdict::Unknown];
+
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Clean => "clean",
@@ -149,6 +255,7 @@ pub fn compare(expected: &Entry, actual: &Entry, type_only: bool) -> Option<Find
                 actual: Some(actual.kind.name().into()),
             }],
             reason: None,
+            cause: None,
         });
     }
     if type_only {
@@ -178,11 +285,12 @@ pub fn compare(expected: &Entry, actual: &Entry, type_only: bool) -> Option<Find
             })
             .collect(),
         reason: None,
+        cause: None,
     })
 }
 
 /// Per-kind counts of a list of findings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub added: u64,
     pub removed: u64,
@@ -197,7 +305,7 @@ impl Counts {
     pub fn of(findings: &[Finding]) -> Counts {
         let mut c = Counts::default();
         for f in findings {
-            *c.slot(f.kind) = c.slot(f.kind).saturating_add(1);
+            c.add(f.kind);
         }
         c
     }
@@ -216,6 +324,19 @@ impl Counts {
     pub fn get(&self, k: FindingKind) -> u64 {
         let mut c = *self;
         *c.slot(k)
+    }
+
+    /// Count one more finding of kind `k`.
+    pub fn add(&mut self, k: FindingKind) {
+        let slot = self.slot(k);
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Every finding, of all kinds.
+    pub fn total(&self) -> u64 {
+        FindingKind::ALL
+            .iter()
+            .fold(0u64, |t, k| t.saturating_add(self.get(*k)))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod diff;
 pub mod entry;
 pub mod escape;
 pub mod format;
+pub mod paths;
 pub mod sign;
 
 pub use entry::{Entry, FileKind, Times, Timestamp, Xattrs};

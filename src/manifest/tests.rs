@@ -4,7 +4,9 @@
 //! Everything here is in memory (no filesystem, no clock), except one test
 //! that re-runs this test binary with its address space capped.
 
-use super::diff::{compare, diff_manifests, Change, Counts, Finding, FindingKind, Verdict};
+use super::diff::{
+    compare, diff_manifests, Change, Counts, Finding, FindingKind, UnreadableKind, Verdict,
+};
 use super::entry::{Entry, FileKind, Times, Timestamp, Xattrs};
 use super::escape::to_hex;
 use super::format::{self, FormatError};
@@ -2094,7 +2096,8 @@ fn diff_manifests_edge_cases() {
 #[test]
 fn verdict_precedence() {
     let f = |k| Finding::simple(b"/x", k);
-    let unreadable = Finding::unreadable(b"/y", "permission denied");
+    let unreadable =
+        Finding::unreadable(b"/y", UnreadableKind::PermissionDenied, "permission denied");
     assert_eq!(unreadable.reason.as_deref(), Some("permission denied"));
     assert_eq!(unreadable.kind, FindingKind::Unreadable);
 

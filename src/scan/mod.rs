@@ -27,6 +27,7 @@ pub use xattr::trusted_visible;
 
 pub use meta::Meta;
 
+use crate::manifest::diff::UnreadableKind;
 use crate::manifest::{Entry, FileKind};
 use crate::policy::{Attr, AttrSet, CompiledPolicy};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -54,6 +55,7 @@ pub enum ScanEvent {
     /// nothing below it could be checked either.
     Unreadable {
         path: Box<[u8]>,
+        cause: UnreadableKind,
         reason: String,
         subtree: bool,
     },
@@ -281,9 +283,10 @@ struct Walker<'a> {
     control: &'a ScanControl,
 }
 
-fn unreadable(path: &[u8], reason: String, subtree: bool) -> ScanEvent {
+fn unreadable(path: &[u8], cause: UnreadableKind, reason: String, subtree: bool) -> ScanEvent {
     ScanEvent::Unreadable {
         path: path.into(),
+        cause,
         reason,
         subtree,
     }
@@ -291,6 +294,22 @@ fn unreadable(path: &[u8], reason: String, subtree: bool) -> ScanEvent {
 
 fn errno_text(e: Errno) -> String {
     std::io::Error::from(e).to_string()
+}
+
+/// The typed cause of a failed system call.
+fn cause_of(e: Errno) -> UnreadableKind {
+    match e {
+        Errno::ACCESS | Errno::PERM => UnreadableKind::PermissionDenied,
+        Errno::NAMETOOLONG => UnreadableKind::NameTooLong,
+        _ => UnreadableKind::Other,
+    }
+}
+
+/// The typed cause of a failed I/O operation.
+fn io_cause(e: &std::io::Error) -> UnreadableKind {
+    e.raw_os_error().map_or(UnreadableKind::Other, |n| {
+        cause_of(Errno::from_raw_os_error(n))
+    })
 }
 
 impl Walker<'_> {
@@ -318,6 +337,7 @@ impl Walker<'_> {
                 Err(e) => {
                     self.send(unreadable(
                         &root_rel,
+                        io_cause(&e),
                         format!("cannot read xattrs: {e}"),
                         false,
                     ));
@@ -372,6 +392,7 @@ impl Walker<'_> {
                 Err(e) => {
                     self.send(unreadable(
                         start,
+                        cause_of(e),
                         format!("cannot open parent directory: {}", errno_text(e)),
                         true,
                     ));
@@ -392,6 +413,7 @@ impl Walker<'_> {
             Err(Errno::LOOP | Errno::NOTDIR) => {
                 self.send(unreadable(
                     rel,
+                    UnreadableKind::ChangedWhileRead,
                     "changed while being read (directory replaced)".into(),
                     true,
                 ));
@@ -400,6 +422,7 @@ impl Walker<'_> {
             Err(e) => {
                 self.send(unreadable(
                     rel,
+                    cause_of(e),
                     format!("cannot open directory: {}", errno_text(e)),
                     true,
                 ));
@@ -411,6 +434,7 @@ impl Walker<'_> {
             Ok(_) => {
                 self.send(unreadable(
                     rel,
+                    UnreadableKind::ChangedWhileRead,
                     "changed while being read (directory replaced)".into(),
                     true,
                 ));
@@ -419,6 +443,7 @@ impl Walker<'_> {
             Err(e) => {
                 self.send(unreadable(
                     rel,
+                    cause_of(e),
                     format!("cannot stat directory: {}", errno_text(e)),
                     true,
                 ));
@@ -440,6 +465,7 @@ impl Walker<'_> {
             Err(e) => {
                 self.send(unreadable(
                     rel,
+                    cause_of(e),
                     format!("cannot list directory: {}", errno_text(e)),
                     true,
                 ));
@@ -474,6 +500,7 @@ impl Walker<'_> {
             Err(e) => {
                 self.send(unreadable(
                     &child,
+                    cause_of(e),
                     format!("cannot stat: {}", errno_text(e)),
                     true,
                 ));
@@ -501,6 +528,7 @@ impl Walker<'_> {
                 Err(e) => {
                     self.send(unreadable(
                         &child,
+                        cause_of(e),
                         format!("cannot read link: {}", errno_text(e)),
                         false,
                     ));
@@ -530,6 +558,7 @@ impl Walker<'_> {
                     let subtree = kind == FileKind::Dir;
                     self.send(unreadable(
                         &child,
+                        io_cause(&e),
                         format!("cannot read xattrs: {e}"),
                         subtree,
                     ));
@@ -562,7 +591,7 @@ fn hash_worker(jobs: Receiver<Job>, events: Sender<(ScanEvent, u64)>, control: &
                 bytes,
             ),
             Ok(None) => continue, // vanished
-            Err(reason) => (unreadable(&job.rel, reason, false), 0),
+            Err((cause, reason)) => (unreadable(&job.rel, cause, reason, false), 0),
         };
         if events.send((ev, bytes)).is_err() {
             return;
@@ -591,33 +620,45 @@ fn hash_file(
     job: &Job,
     buf: &mut [u8],
     control: &ScanControl,
-) -> Result<Option<(Entry, u64)>, String> {
+) -> Result<Option<(Entry, u64)>, (UnreadableKind, String)> {
     let fd = match open_regular(&job.fs_path) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(None),
-        Err(Errno::LOOP) => return Err("changed while being read (replaced by a symlink)".into()),
-        Err(e) => return Err(format!("cannot open: {}", errno_text(e))),
+        Err(Errno::LOOP) => {
+            return Err((
+                UnreadableKind::ChangedWhileRead,
+                "changed while being read (replaced by a symlink)".into(),
+            ))
+        }
+        Err(e) => return Err((cause_of(e), format!("cannot open: {}", errno_text(e)))),
     };
     let stat = |fd: &OwnedFd| {
         rustix::fs::fstat(fd)
             .map(|st| Meta::from_stat(&st))
-            .map_err(|e| format!("cannot stat: {}", errno_text(e)))
+            .map_err(|e| (cause_of(e), format!("cannot stat: {}", errno_text(e))))
     };
     let first = stat(&fd)?;
     if first.kind() != FileKind::File || !first.same_object(&job.meta) {
-        return Err("changed while being read (replaced)".into());
+        return Err((
+            UnreadableKind::ChangedWhileRead,
+            "changed while being read (replaced)".into(),
+        ));
     }
     let want_hash = job.attrs.contains(Attr::Content);
     let mut before = first;
     for _attempt in 0..2 {
         let (hash, bytes) = if want_hash {
-            let (h, n) = hash_fd(&fd, buf, control).map_err(|e| format!("read error: {e}"))?;
+            let (h, n) = hash_fd(&fd, buf, control)
+                .map_err(|e| (io_cause(&e), format!("read error: {e}")))?;
             (Some(h), n)
         } else {
             (None, 0)
         };
         let xattrs = if job.attrs.contains(Attr::Xattrs) {
-            Some(xattr::read_fd(fd.as_fd()).map_err(|e| format!("cannot read xattrs: {e}"))?)
+            Some(
+                xattr::read_fd(fd.as_fd())
+                    .map_err(|e| (io_cause(&e), format!("cannot read xattrs: {e}")))?,
+            )
         } else {
             None
         };
@@ -632,7 +673,10 @@ fn hash_file(
         }
         before = after;
     }
-    Err("changed while being read (twice)".into())
+    Err((
+        UnreadableKind::ChangedWhileRead,
+        "changed while being read (twice)".into(),
+    ))
 }
 
 fn hash_fd(

@@ -6,7 +6,7 @@
 
 use super::outbox::{Item, Outbox};
 use super::{Configured, Signal};
-use crate::daemon::{now_unix, random_fraction};
+use crate::clock::{now_unix, random_fraction};
 use crate::telemetry::http::Shared;
 use std::sync::Arc;
 use std::time::Duration;

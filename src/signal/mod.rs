@@ -19,8 +19,9 @@ pub mod kubernetes;
 pub mod outbox;
 pub mod webhook;
 
+pub use crate::clock::rfc3339;
 use crate::config::{BackendConfig, BackendKind};
-use crate::daemon::state::RecordedFinding;
+use crate::manifest::diff::FindingRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -93,7 +94,7 @@ pub struct Signal {
     pub counts: BTreeMap<String, u64>,
     pub findings_total: u64,
     /// The first findings (at most [`SIGNAL_FINDINGS`]).
-    pub findings: Vec<RecordedFinding>,
+    pub findings: Vec<FindingRecord>,
     /// When the episode started (drift first confirmed, or unknown since).
     pub first_detected: String,
     pub first_detected_unix: f64,
@@ -112,7 +113,7 @@ pub struct Episode<'a> {
     pub start_unix: f64,
     pub counts: &'a crate::manifest::diff::Counts,
     pub findings_total: u64,
-    pub findings: Vec<RecordedFinding>,
+    pub findings: Vec<FindingRecord>,
 }
 
 impl Signal {
@@ -138,7 +139,7 @@ impl Signal {
             findings,
             first_detected: rfc3339(ep.start_unix),
             first_detected_unix: ep.start_unix,
-            created: rfc3339(crate::daemon::now_unix()),
+            created: rfc3339(crate::clock::now_unix()),
         }
     }
 }
@@ -151,14 +152,6 @@ pub fn idempotency_key(host_id: &str, digest: &str, event: &str, start_unix: f64
         h.update(b"\0");
     }
     crate::manifest::escape::to_hex(&h.finalize().as_bytes()[..16])
-}
-
-/// RFC 3339 (seconds) of a Unix time.
-pub fn rfc3339(unix: f64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0)),
-    )
-    .to_string()
 }
 
 /// A send in progress.

@@ -31,31 +31,6 @@ pub const RESCAN_REASONS: [&str; 6] = [
     "manifest_changed",
 ];
 
-/// Why a path could not be checked (label values of
-/// `driftd_scan_errors_total`).
-pub const SCAN_ERROR_REASONS: [&str; 5] = [
-    "permission_denied",
-    "changed_while_read",
-    "name_too_long",
-    "not_entered",
-    "other",
-];
-
-/// Classify an unreadable finding's reason into a bounded label.
-pub fn scan_error_reason(reason: &str) -> &'static str {
-    if reason.contains("Permission denied") || reason.contains("Operation not permitted") {
-        "permission_denied"
-    } else if reason.contains("changed while being read") {
-        "changed_while_read"
-    } else if reason.contains("too long") {
-        "name_too_long"
-    } else if reason.contains("mount point") {
-        "not_entered"
-    } else {
-        "other"
-    }
-}
-
 /// The metrics of one agent.
 pub struct Metrics {
     registry: Registry,
@@ -308,8 +283,8 @@ impl Metrics {
         for reason in RESCAN_REASONS {
             m.rescans.with_label_values(&[reason]);
         }
-        for reason in SCAN_ERROR_REASONS {
-            m.scan_errors.with_label_values(&[reason]);
+        for cause in crate::manifest::diff::UnreadableKind::ALL {
+            m.scan_errors.with_label_values(&[cause.label()]);
         }
         m
     }
@@ -392,22 +367,5 @@ mod tests {
         assert!(text.contains("driftd_verdict{verdict=\"clean\"} 0"));
         assert!(text.contains("driftd_manifest_error{reason=\"corrupt\"} 1"));
         assert!(text.contains("driftd_manifest_valid 0"));
-    }
-
-    #[test]
-    fn error_reasons_are_bounded() {
-        assert_eq!(
-            scan_error_reason("cannot open: Permission denied (os error 13)"),
-            "permission_denied"
-        );
-        assert_eq!(
-            scan_error_reason("changed while being read (twice)"),
-            "changed_while_read"
-        );
-        assert_eq!(
-            scan_error_reason("cannot open directory: File name too long"),
-            "name_too_long"
-        );
-        assert_eq!(scan_error_reason("something else"), "other");
     }
 }

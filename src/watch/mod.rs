@@ -13,6 +13,7 @@
 //! full rescan, which opens every file again. We ask only for events that
 //! mean a change: modify, attrib, close-after-write, create, delete, move.
 
+use crate::manifest::paths::join;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -83,14 +84,6 @@ pub struct WatchError {
     /// The first failure for this directory (a retry that fails again is
     /// not counted twice).
     pub first: bool,
-}
-
-fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
-    if dir == b"/" {
-        [b"/", name].concat().into()
-    } else {
-        [dir, b"/", name].concat().into()
-    }
 }
 
 impl Watch {
@@ -298,15 +291,7 @@ impl Debouncer {
 
 /// Remove paths that have an ancestor in the set.
 fn fold(set: BTreeSet<Box<[u8]>>) -> Vec<Box<[u8]>> {
-    let mut out: Vec<Box<[u8]>> = Vec::new();
-    // Sorted order puts "/a" before "/a/b" but also "/a-b" between them, so
-    // test every kept path, not only the last.
-    for p in set {
-        if !out.iter().any(|a| crate::daemon::engine::in_scope(&p, a)) {
-            out.push(p);
-        }
-    }
-    out
+    crate::manifest::paths::fold_subtrees(set.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -338,11 +323,5 @@ mod tests {
         );
         assert_eq!(d.deadline(), None);
         assert_eq!(d.take_due(), None);
-    }
-
-    #[test]
-    fn joined_paths() {
-        assert_eq!(join(b"/", b"etc"), b("/etc"));
-        assert_eq!(join(b"/etc", b"x"), b("/etc/x"));
     }
 }

@@ -290,11 +290,12 @@ pub const RESCAN_REASONS: [&str; 6] = [
     "manifest_changed",
 ];
 pub const MANIFEST_ERRORS: [&str; 5] = ["missing", "unreadable", "corrupt", "signature", "policy"];
-pub const SCAN_ERROR_REASONS_ALL: [&str; 5] = [
+pub const SCAN_ERROR_REASONS_ALL: [&str; 6] = [
     "permission_denied",
     "changed_while_read",
     "name_too_long",
     "not_entered",
+    "scan_failed",
     "other",
 ];
 
