@@ -1,0 +1,54 @@
+//! The policy a host gets when the config says nothing: what every scan
+//! skips and what first boot legitimately changes. Kept apart so the list a
+//! reviewer audits is one short file.
+
+use super::{Allow, Policy};
+
+/// The exclusions a host scan needs whatever the image: kernel and runtime
+/// filesystems, scratch space, logs and caches, and driftd's own state.
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var/tmp",
+    "/var/log",
+    "/var/cache",
+    "/var/lib/driftd",
+    "/var/lib/systemd",
+    "/var/lib/dhcp",
+    "/var/backups",
+    "/lost+found",
+    "/mnt",
+    "/media",
+];
+
+/// Files systemd, cloud-init and sshd legitimately rewrite on first boot.
+pub const DEFAULT_CONTENT_MAY_DIFFER: &[&str] = &[
+    "/etc/machine-id",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/ssh/ssh_host_*",
+];
+
+/// Files that appear on first boot though no image contains them.
+pub const DEFAULT_MAY_APPEAR: &[&str] = &["/etc/ssh/ssh_host_*", "/etc/machine-id"];
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            exclude: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+            one_file_system: true,
+            rules: Vec::new(),
+            allow: Allow {
+                content_may_differ: DEFAULT_CONTENT_MAY_DIFFER
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                may_appear: DEFAULT_MAY_APPEAR.iter().map(|s| s.to_string()).collect(),
+            },
+        }
+    }
+}
