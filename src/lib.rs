@@ -1,24 +1,28 @@
 //! driftd: drift detection for immutable infrastructure.
 //!
-//! The data flows from the baked image to the verdict:
+//! The data flows from the baked image to the verdict, bottom to top (a
+//! module uses only those above it in this list; `tests/architecture.rs`
+//! holds the house to it):
 //!
-//! - [`config`]: TOML text -> validated [`config::Config`], every error at once.
+//! - [`clock`], [`fsutil`]: time and jitter behind one trait; atomic writes.
 //! - [`policy`] (pure): which paths are checked and which attributes.
 //! - [`manifest`] (pure): the versioned, signed on-disk format, its
 //!   entries, the path codec, and the comparison of entries into findings.
-//! - [`scan`]: walk + stat + hash a tree under a root, safely and in
-//!   parallel, producing entries.
+//! - [`verdict`] (pure): the agent's verdict as one state machine (events
+//!   in, actions and timers out), its episodes and typed reasons.
+//! - [`scan`]: walk + stat + hash a tree under a root, by directory fd,
+//!   safely and in parallel, producing entries.
 //! - [`check`]: a live scan against a manifest -> findings and a verdict.
-//! - [`watch`]: inotify events -> debounced hints for targeted re-checks.
-//! - [`daemon`]: `driftd run`, the long-running loop: schedule, confirm,
-//!   persist, shut down.
-//! - [`telemetry`]: metric definitions in one place and the HTTP endpoints.
+//! - [`trust`]: the one manifest loader and its one trust rule.
+//! - [`watch`]: inotify events -> touched paths.
+//! - [`telemetry`]: metric definitions in one place, `/status`, the HTTP
+//!   endpoints.
 //! - [`signal`]: control-plane backends behind one trait, a durable outbox
 //!   and retries.
+//! - [`config`]: TOML text -> validated [`config::Config`], every error at
+//!   once.
+//! - [`daemon`]: `driftd run`, IO around the verdict machine.
 //! - [`cli`]: one file per subcommand; the only place that prints.
-//!
-//! `manifest` and `policy` touch no filesystem and no clock; `scan` and
-//! `check` depend on them, never the reverse.
 
 pub mod check;
 pub mod cli;
@@ -31,4 +35,6 @@ pub mod policy;
 pub mod scan;
 pub mod signal;
 pub mod telemetry;
+pub mod trust;
+pub mod verdict;
 pub mod watch;

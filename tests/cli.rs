@@ -218,14 +218,31 @@ fn check_without_trusted_key_or_allow_unsigned_is_refused() {
     assert!(o.stdout.is_empty(), "a report was printed\n{o}");
 }
 
+/// One trust rule: a signed manifest is always verified against the
+/// trusted keys, and `--allow-unsigned` admits only a manifest that carries
+/// no signature (it used to skip the verification of a signed one).
 #[test]
-fn trusted_key_and_allow_unsigned_together_are_a_usage_error() {
-    let d = Dir::standard("both-trust-flags");
-    let (_, public) = d.keygen("k");
-    d.bake(&[]);
-    run(&mut d.check_command(&["--allow-unsigned", "--trusted-key", s(&public)]))
+fn allow_unsigned_never_admits_a_signed_manifest_unverified() {
+    let d = Dir::standard("one-trust-rule");
+    let (sec, public) = d.keygen("k");
+    let (_, other) = d.keygen("other");
+    d.bake(&["--signing-key", s(&sec)]);
+    run(&mut d.check_command(&["--allow-unsigned"]))
         .assert_code(2)
-        .assert_stderr_contains("cannot be used with");
+        .assert_stderr_contains("is signed")
+        .assert_stderr_contains("--trusted-key");
+    run(&mut d.check_command(&["--allow-unsigned", "--trusted-key", s(&other)]))
+        .assert_code(2)
+        .assert_stderr_contains("not among the trusted keys");
+    let c = d.check_with(&["--allow-unsigned", "--trusted-key", s(&public)]);
+    c.assert_clean();
+    assert_eq!(c.json["manifest"]["signature_verified"], true, "{c}");
+    // Both flags together: the key verifies signed manifests, the flag
+    // admits unsigned ones.
+    d.bake(&[]);
+    let c = d.check_with(&["--allow-unsigned", "--trusted-key", s(&public)]);
+    c.assert_clean();
+    assert_eq!(c.json["manifest"]["signed"], false, "{c}");
 }
 
 #[test]
@@ -715,21 +732,18 @@ fn bake_output_inside_root_with_non_utf8_name_is_refused() {
 #[test]
 fn bake_records_image_id_and_signature_in_check_report() {
     let d = Dir::standard("image-id");
-    let (sec, _) = d.keygen("k");
+    let (sec, public) = d.keygen("k");
     d.bake(&[
         "--image-id",
         "ami-0123 \"quoted\"",
         "--signing-key",
         s(&sec),
     ]);
-    let c = d.check();
+    let c = d.check_with(&["--trusted-key", s(&public)]);
     c.assert_clean();
     assert_eq!(c.json["manifest"]["image_id"], "ami-0123 \"quoted\"", "{c}");
     assert_eq!(c.json["manifest"]["signed"], true, "{c}");
-    assert_eq!(
-        c.json["manifest"]["signature_verified"], false,
-        "--allow-unsigned must not claim a verified signature\n{c}"
-    );
+    assert_eq!(c.json["manifest"]["signature_verified"], true, "{c}");
 }
 
 /// Regression: the text summary printed the image id raw, so an id with a

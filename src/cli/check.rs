@@ -1,8 +1,9 @@
 //! `driftd check`: compare a live tree with a manifest.
 
-use super::report::{self, ManifestInfo};
+use super::report;
 use super::{CliError, Color, Format, Status};
-use crate::check::check_tree;
+use crate::check::check_scope;
+use crate::scan::ScanControl;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -22,8 +23,9 @@ pub struct CheckArgs {
     /// rotation).
     #[arg(long, value_name = "FILE")]
     pub trusted_key: Vec<PathBuf>,
-    /// Check without verifying a signature (for unsigned manifests).
-    #[arg(long, conflicts_with = "trusted_key")]
+    /// Admit a manifest that carries no signature. A signed manifest is
+    /// always verified with --trusted-key, this flag or not.
+    #[arg(long)]
     pub allow_unsigned: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -37,11 +39,17 @@ pub struct CheckArgs {
 }
 
 pub fn run(a: CheckArgs) -> Result<Status, CliError> {
-    let manifest = super::load_manifest(&a.manifest)?;
-    let trust = super::verify_signature(&manifest, &a.manifest, &a.trusted_key, a.allow_unsigned)?;
+    let loaded = super::load_for_verdict(&a.manifest, &a.trusted_key, a.allow_unsigned)?;
     let started = std::time::Instant::now();
-    let report = check_tree(&manifest, &a.root, a.threads).map_err(|e| CliError(e.to_string()))?;
-    let info = ManifestInfo::new(&manifest, Some(&a.manifest), &trust);
+    let report = check_scope(
+        &loaded.manifest,
+        &loaded.policy,
+        &a.root,
+        a.threads,
+        &ScanControl::default(),
+    )
+    .map_err(|e| CliError(e.to_string()))?;
+    let info = loaded.info();
     let elapsed = started.elapsed();
     match a.format {
         Format::Json => report::print_check_json(&report, &info, &a.root, elapsed),

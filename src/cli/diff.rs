@@ -1,8 +1,9 @@
 //! `driftd diff`: what changed between two manifests.
 
-use super::report::{self, ManifestInfo};
-use super::{CliError, Color, Format, Status, Trust};
+use super::report;
+use super::{CliError, Color, Format, Status};
 use crate::manifest::diff::diff_manifests;
+use crate::trust::ManifestInfo;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -28,11 +29,8 @@ pub struct DiffArgs {
 }
 
 pub fn run(a: DiffArgs) -> Result<Status, CliError> {
-    let old = super::load_manifest(&a.old)?;
-    let new = super::load_manifest(&a.new)?;
-    let trust = |m, p| super::verify_signature(m, p, &a.trusted_key, a.trusted_key.is_empty());
-    let old_trust: Trust = trust(&old, &a.old)?;
-    let new_trust: Trust = trust(&new, &a.new)?;
+    let (old, old_trust) = super::load_for_review(&a.old, &a.trusted_key)?;
+    let (new, new_trust) = super::load_for_review(&a.new, &a.trusted_key)?;
     let findings = diff_manifests(&old, &new);
     let old_info = ManifestInfo::new(&old, Some(&a.old), &old_trust);
     let new_info = ManifestInfo::new(&new, Some(&a.new), &new_trust);

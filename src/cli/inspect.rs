@@ -1,9 +1,9 @@
 //! `driftd inspect`: what a manifest says about itself.
 
-use super::report::ManifestInfo;
 use super::{CliError, Format, Status};
 use crate::manifest::escape::escape;
 use crate::manifest::format;
+use crate::trust::ManifestInfo;
 use clap::Args;
 use serde::Serialize;
 use std::io::Write;
@@ -30,13 +30,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<Status, CliError> {
-    let manifest = super::load_manifest(&a.manifest)?;
-    let trust = super::verify_signature(
-        &manifest,
-        &a.manifest,
-        &a.trusted_key,
-        a.trusted_key.is_empty(),
-    )?;
+    let (manifest, trust) = super::load_for_review(&a.manifest, &a.trusted_key)?;
     let mut out = std::io::stdout().lock();
     if a.entries {
         let _ = out.write_all(&format::encode_text(&manifest));

@@ -11,9 +11,9 @@ pub mod inspect;
 pub mod keygen;
 mod report;
 pub mod run;
+pub mod state;
 pub mod validate;
 
-use crate::manifest::{sign, Manifest};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check a config and its manifest without running (the unit's ExecStartPre).
     Validate(validate::ValidateArgs),
+    /// Show the agent's persisted verdict, or clear a drift verdict explicitly.
+    State(state::StateArgs),
     /// Write man pages and shell completions (for packagers).
     Generate(generate::GenerateArgs),
 }
@@ -130,56 +132,38 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Keygen(a) => keygen::run(a),
         Command::Run(a) => run::run(a),
         Command::Validate(a) => validate::run(a),
+        Command::State(a) => state::run(a),
         Command::Generate(a) => generate::run(a),
     }
 }
 
-/// Read and parse a manifest file; the digest is verified, the signature
-/// is not (see [`verify_signature`]).
-pub fn load_manifest(path: &Path) -> Result<Manifest, CliError> {
-    let bytes = std::fs::read(path).map_err(|e| CliError::io("read manifest", path, e))?;
-    Manifest::from_vec(bytes)
-        .map_err(|e| CliError(format!("invalid manifest {}: {e}", path.display())))
-}
-
-/// How a manifest's signature was judged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trust {
-    /// Verified with the trusted key of this id.
-    Verified(String),
-    /// Not verified: `--allow-unsigned` was given.
-    NotVerified,
-}
-
-/// Verify a manifest against trusted key files, or accept it unverified
-/// when `allow_unsigned` is set. Fails closed: without either flag, or with
-/// a signature that does not verify, the manifest is refused.
-pub fn verify_signature(
-    manifest: &Manifest,
-    manifest_path: &Path,
+/// Load a manifest for a verdict (`check`): the one trust rule of
+/// [`crate::trust`].
+pub fn load_for_verdict(
+    path: &Path,
     trusted_keys: &[PathBuf],
     allow_unsigned: bool,
-) -> Result<Trust, CliError> {
-    if trusted_keys.is_empty() {
-        if allow_unsigned {
-            return Ok(Trust::NotVerified);
-        }
-        return Err(CliError(
-            "refusing to use a manifest whose signature is not checked: pass --trusted-key FILE (or --allow-unsigned for an unsigned manifest)".into(),
-        ));
-    }
-    let mut keys = Vec::new();
-    for p in trusted_keys {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| CliError::io("read trusted key", p, e))?;
-        keys.push(
-            sign::parse_public(&text)
-                .map_err(|e| CliError(format!("trusted key {}: {e}", p.display())))?,
-        );
-    }
-    sign::verify(manifest, &keys)
-        .map(Trust::Verified)
-        .map_err(|e| CliError(format!("manifest {}: {e}", manifest_path.display())))
+) -> Result<crate::trust::Loaded, CliError> {
+    crate::trust::load(
+        path,
+        crate::trust::Rule::Enforce {
+            keys: trusted_keys,
+            allow_unsigned,
+        },
+    )
+    .map_err(|e| CliError(e.message))
+}
+
+/// Read a manifest for review (`inspect`, `diff`): the digest is always
+/// verified, the signature when keys are given.
+pub fn load_for_review(
+    path: &Path,
+    trusted_keys: &[PathBuf],
+) -> Result<(crate::manifest::Manifest, crate::trust::Trust), CliError> {
+    let m = crate::trust::read(path).map_err(|e| CliError(e.message))?;
+    let trust = crate::trust::judge(&m, path, crate::trust::Rule::Review { keys: trusted_keys })
+        .map_err(|e| CliError(e.message))?;
+    Ok((m, trust))
 }
 
 /// Write a file atomically (see [`crate::fsutil::write_atomic`]).

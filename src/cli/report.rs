@@ -2,45 +2,14 @@
 //! people. Paths are always written with the lossless escaping of
 //! [`crate::manifest::escape`].
 
-use super::Trust;
 use crate::check::CheckReport;
 use crate::manifest::diff::{Counts, Finding, FindingKind, FindingRecord, Verdict};
 use crate::manifest::escape::escape;
-use crate::manifest::Manifest;
+use crate::trust::ManifestInfo;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
-
-/// The identity of a manifest, as reports show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ManifestInfo {
-    pub path: Option<String>,
-    pub format_version: u32,
-    pub driftd_version: String,
-    pub image_id: String,
-    pub digest: String,
-    pub entries: usize,
-    pub signed: bool,
-    pub key_id: Option<String>,
-    pub signature_verified: bool,
-}
-
-impl ManifestInfo {
-    pub fn new(m: &Manifest, path: Option<&Path>, trust: &Trust) -> ManifestInfo {
-        ManifestInfo {
-            path: path.map(|p| p.display().to_string()),
-            format_version: m.header.format_version,
-            driftd_version: m.header.driftd_version.clone(),
-            image_id: m.header.image_id.clone(),
-            digest: m.digest_string(),
-            entries: m.entries.len(),
-            signed: m.signature.is_some(),
-            key_id: m.signature.as_ref().map(|s| s.key_id.clone()),
-            signature_verified: matches!(trust, Trust::Verified(_)),
-        }
-    }
-}
 
 fn json_findings(findings: &[Finding]) -> Vec<FindingRecord> {
     findings.iter().map(FindingRecord::from).collect()

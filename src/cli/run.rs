@@ -13,7 +13,8 @@ use std::time::Duration;
 every checked directory (inotify) and rescans on a schedule. It serves /metrics \
 (Prometheus), /healthz (200 clean, 503 drifted or unknown) and /status (JSON) on \
 --listen (default 0.0.0.0:9847). Once drift is confirmed the host stays drifted, across \
-restarts, until a new manifest. SIGHUP reloads the manifest and rescans; SIGTERM stops.
+restarts, until a new manifest. SIGHUP reloads the manifest and rescans; SIGTERM stops. `driftd state clear` \
+ends a drift verdict explicitly (a false positive fixed in the image pipeline).
 
 Try it by hand:
   driftd bake --root /usr --output /tmp/driftd/manifest
@@ -52,8 +53,9 @@ pub struct AgentArgs {
     /// Trusted public key (repeatable; overrides agent.trusted_keys).
     #[arg(long, value_name = "FILE")]
     pub trusted_key: Vec<PathBuf>,
-    /// Do not verify the manifest's signature (overrides agent.allow_unsigned).
-    #[arg(long, conflicts_with = "trusted_key")]
+    /// Admit a manifest that carries no signature (overrides
+    /// agent.allow_unsigned). A signed manifest is always verified.
+    #[arg(long)]
     pub allow_unsigned: bool,
 }
 

@@ -151,12 +151,16 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         ),
         Err(e) => items.fail("state_dir", format!("{}: {e}", ag.state_dir.display())),
     }
-    match crate::daemon::load_manifest(ag) {
+    let rule = crate::trust::Rule::Enforce {
+        keys: &ag.trusted_keys,
+        allow_unsigned: ag.allow_unsigned,
+    };
+    match crate::trust::load(&ag.manifest, rule) {
         Ok(l) => {
             let m = &l.manifest;
-            let trust = match &l.key_id {
+            let trust = match l.trust.key_id() {
                 Some(k) => format!("signed by trusted key {k}"),
-                None => "signature NOT verified (allow_unsigned)".to_string(),
+                None => "unsigned (allow_unsigned)".to_string(),
             };
             items.ok(
                 "manifest",
@@ -172,7 +176,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
                 ),
             );
         }
-        Err((_, msg)) => items.fail("manifest", msg),
+        Err(e) => items.fail("manifest", e.message),
     }
     for s in &cfg.signal {
         check_signal(s, &mut items);

@@ -1,42 +1,16 @@
-//! The verdict that survives restarts.
+//! The state file: what survives restarts (the drift latch, the start of
+//! an unknown episode, an operator's clearance), as `state.json` in the
+//! state directory.
 //!
-//! Once drift is confirmed the host stays drifted: reverting the file does
-//! not clear it, and neither does restarting driftd. `state.json` in the
-//! state directory records the manifest digest, the first detection time
-//! and the findings that caused it; only a manifest with another digest (a
-//! new image) starts clean. The file is written atomically (temporary
-//! file, fsync, rename, fsync of the directory), so a crash leaves either
-//! the old or the new state, never half of one.
+//! The file is written atomically (temporary file, fsync, rename, fsync
+//! of the directory), so a crash leaves either the old or the new state,
+//! never half of one. What it means is decided by the verdict state
+//! machine: memory wins over the file, except for an operator's explicit
+//! clearance (`driftd state clear`).
 
-use serde::{Deserialize, Serialize};
+use crate::verdict::episode::{StateDoc, STATE_SCHEMA};
+use crate::verdict::Restored;
 use std::path::{Path, PathBuf};
-
-/// Most findings kept in the state file (the count is always complete).
-pub const MAX_RECORDED_FINDINGS: usize = 100;
-
-pub use crate::manifest::diff::FindingRecord as RecordedFinding;
-
-/// A confirmed drift episode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Declared {
-    /// The manifest this host drifted from (`blake3:<hex>`).
-    pub manifest_digest: String,
-    pub image_id: String,
-    /// Unix time of the first confirmation.
-    pub first_detected_unix: f64,
-    /// How many findings confirmed it.
-    pub findings_total: u64,
-    /// The first of them (at most [`MAX_RECORDED_FINDINGS`]).
-    pub findings: Vec<RecordedFinding>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct StateFile {
-    schema: String,
-    declared: Option<Declared>,
-}
-
-const SCHEMA: &str = "driftd.state.v1";
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +22,7 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("state file {} is corrupt ({reason}); delete it only if you know the host is clean", path.display())]
+    #[error("state file {} is corrupt ({reason}); fix or restore it, or clear the drift verdict explicitly with `driftd state clear` once you know the host is clean", path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
 
@@ -69,9 +43,19 @@ impl StateStore {
         self.dir.join("state.json")
     }
 
-    /// The recorded episode, if any. A missing file is no episode; a file
-    /// that cannot be read or parsed is an error (the caller fails closed).
-    pub fn load(&self) -> Result<Option<Declared>, StateError> {
+    /// The state as found: a missing file is [`Restored::Missing`]; a file
+    /// that cannot be read or parsed is [`Restored::Unusable`] (the caller
+    /// fails closed).
+    pub fn restore(&self) -> Restored {
+        match self.load() {
+            Ok(Some(doc)) => Restored::Found(Box::new(doc)),
+            Ok(None) => Restored::Missing,
+            Err(e) => Restored::Unusable(e.to_string()),
+        }
+    }
+
+    /// The document, `None` if there is no file.
+    pub fn load(&self) -> Result<Option<StateDoc>, StateError> {
         let path = self.path();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -84,72 +68,83 @@ impl StateStore {
                 })
             }
         };
-        let file: StateFile = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        let doc: StateDoc = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        if file.schema != SCHEMA {
+        if doc.schema != STATE_SCHEMA {
             return Err(StateError::Corrupt {
                 path,
-                reason: format!("unknown schema `{}`", file.schema),
+                reason: format!("unknown schema `{}`", doc.schema),
             });
         }
-        Ok(file.declared)
+        Ok(Some(doc))
     }
 
-    /// Record `declared` (or a clean state) atomically.
-    pub fn save(&self, declared: Option<&Declared>) -> Result<(), StateError> {
+    /// Write `doc` atomically. Written by root, the new file is given the
+    /// owner and group of the state directory, so a file written by
+    /// `driftd state clear` stays readable by the agent's user.
+    pub fn save(&self, doc: &StateDoc) -> Result<(), StateError> {
         let path = self.path();
-        let mut body = serde_json::to_vec_pretty(&StateFile {
-            schema: SCHEMA.into(),
-            declared: declared.cloned(),
-        })
-        .map_err(|e| StateError::Corrupt {
+        let mut body = serde_json::to_vec_pretty(doc).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
         body.push(b'\n');
-        crate::fsutil::write_atomic(&path, &body, 0o640).map_err(|source| StateError::Io {
-            op: "write state file",
-            path,
+        let io = |op, source| StateError::Io {
+            op,
+            path: path.clone(),
             source,
-        })
+        };
+        crate::fsutil::write_atomic(&path, &body, 0o640).map_err(|e| io("write state file", e))?;
+        let owner = std::fs::metadata(&self.dir).map_err(|e| io("stat state directory", e))?;
+        let file = std::fs::metadata(&path).map_err(|e| io("stat state file", e))?;
+        use std::os::unix::fs::MetadataExt;
+        let root = rustix::process::geteuid().is_root();
+        if root && (file.uid(), file.gid()) != (owner.uid(), owner.gid()) {
+            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
+                .map_err(|e| io("chown state file", e))?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::diff::{Finding, FindingKind};
+    use crate::verdict::episode::DriftEpisode;
 
     #[test]
     fn round_trip_and_missing() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(&dir.path().join("sub"));
         assert_eq!(store.load().unwrap(), None);
-        let d = Declared {
-            manifest_digest: "blake3:00".into(),
-            image_id: "img".into(),
-            first_detected_unix: 1_700_000_000.5,
-            findings_total: 1,
-            findings: vec![RecordedFinding::from(
-                &crate::manifest::diff::Finding::simple(
-                    b"/etc/x",
-                    crate::manifest::diff::FindingKind::Modified,
-                ),
-            )],
+        assert_eq!(store.restore(), Restored::Missing);
+        let f = Finding::simple(b"/etc/x", FindingKind::Modified);
+        let doc = StateDoc {
+            declared: Some(DriftEpisode::declare(
+                "blake3:00",
+                "img",
+                &[&f],
+                1_700_000_000.5,
+            )),
+            ..StateDoc::default()
         };
-        store.save(Some(&d)).unwrap();
-        assert_eq!(store.load().unwrap(), Some(d));
-        store.save(None).unwrap();
-        assert_eq!(store.load().unwrap(), None);
+        store.save(&doc).unwrap();
+        assert_eq!(store.load().unwrap(), Some(doc.clone()));
+        assert_eq!(store.restore(), Restored::Found(Box::new(doc)));
+        store.save(&StateDoc::default()).unwrap();
+        assert_eq!(store.load().unwrap(), Some(StateDoc::default()));
     }
 
     #[test]
-    fn corrupt_state_is_an_error_not_a_clean_host() {
+    fn corrupt_state_is_unusable_not_a_clean_host() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
         std::fs::write(store.path(), "{ not json").unwrap();
         assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
+        assert!(matches!(store.restore(), Restored::Unusable(m) if m.contains("corrupt")));
         std::fs::write(store.path(), r#"{"schema":"other","declared":null}"#).unwrap();
         assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
     }

@@ -332,6 +332,12 @@ impl Counts {
         *slot = slot.saturating_add(1);
     }
 
+    /// Count one finding of kind `k` less.
+    pub fn remove(&mut self, k: FindingKind) {
+        let slot = self.slot(k);
+        *slot = slot.saturating_sub(1);
+    }
+
     /// Every finding, of all kinds.
     pub fn total(&self) -> u64 {
         FindingKind::ALL

@@ -7,7 +7,7 @@
 use super::outbox::{Item, Outbox};
 use super::{Configured, Signal};
 use crate::clock::{now_unix, random_fraction};
-use crate::telemetry::http::Shared;
+use crate::telemetry::metrics::SignalMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ pub fn backoff(attempts: u32, initial: Duration, max: Duration, fraction: f64) -
 pub struct Dispatcher {
     pub backends: Vec<Configured>,
     pub outbox: Outbox,
-    pub shared: Arc<Shared>,
+    pub metrics: SignalMetrics,
     pub retry_initial: Duration,
     pub retry_max: Duration,
 }
@@ -45,11 +45,7 @@ impl Dispatcher {
                 .iter()
                 .filter(|i| i.backend == c.backend.name())
                 .count();
-            self.shared
-                .metrics
-                .signal_pending
-                .with_label_values(&[c.backend.name()])
-                .set(n as i64);
+            self.metrics.pending(c.backend.name(), n);
         }
     }
 
@@ -142,7 +138,7 @@ impl Dispatcher {
             .iter()
             .find(|c| c.backend.name() == item.backend)?;
         let name = c.backend.name();
-        let m = &self.shared.metrics;
+        let m = &self.metrics;
         item.attempts = item.attempts.saturating_add(1);
         let key = item.signal.idempotency_key.clone();
         if c.dry_run {
@@ -153,9 +149,7 @@ impl Dispatcher {
                 event = %item.signal.event,
                 "dry run: would signal the control plane; nothing sent"
             );
-            m.signal_requests
-                .with_label_values(&[name, "dry_run"])
-                .inc();
+            m.request(name, "dry_run");
             if let Err(e) = self.outbox.dry_run_done(&item) {
                 error!(backend = name, error = %e, "cannot record the dry-run signal");
             }
@@ -172,12 +166,8 @@ impl Dispatcher {
                     response = %response,
                     "signal delivered"
                 );
-                m.signal_requests
-                    .with_label_values(&[name, "success"])
-                    .inc();
-                m.signal_last_success
-                    .with_label_values(&[name])
-                    .set(now_unix());
+                m.request(name, "success");
+                m.delivered(name, now_unix());
                 if let Err(e) = self.outbox.delivered(&item, &response) {
                     error!(backend = name, error = %e, "cannot record the delivery");
                 }
@@ -199,9 +189,7 @@ impl Dispatcher {
                     retry_in_seconds = delay.as_secs_f64(),
                     "signal failed; will retry"
                 );
-                m.signal_requests
-                    .with_label_values(&[name, "failure"])
-                    .inc();
+                m.request(name, "failure");
                 item.last_error = Some(reason);
                 item.next_attempt_unix = now_unix() + delay.as_secs_f64();
                 if let Err(e) = self.outbox.save(&item) {

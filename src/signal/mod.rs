@@ -22,13 +22,14 @@ pub mod webhook;
 pub use crate::clock::rfc3339;
 use crate::config::{BackendConfig, BackendKind};
 use crate::manifest::diff::FindingRecord;
+use crate::verdict::episode::SignalRequest;
+use crate::verdict::SignalEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
-/// Most findings a signal carries (the total is always given).
-pub const SIGNAL_FINDINGS: usize = 20;
+pub use crate::verdict::episode::{idempotency_key, SIGNAL_FINDINGS};
 
 /// The host a signal is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,56 +103,35 @@ pub struct Signal {
     pub created: String,
 }
 
-/// What a signal is about: one drift (or unknown) episode.
-pub struct Episode<'a> {
-    pub event: &'a str,
-    pub verdict: &'a str,
-    pub reason: Option<String>,
-    pub manifest_digest: &'a str,
-    pub image_id: &'a str,
-    /// When the episode started (Unix time): part of the idempotency key.
-    pub start_unix: f64,
-    pub counts: &'a crate::manifest::diff::Counts,
-    pub findings_total: u64,
-    pub findings: Vec<FindingRecord>,
-}
-
 impl Signal {
-    /// The signal of an episode, created now.
-    pub fn new(host: &Host, ep: Episode<'_>) -> Signal {
+    /// The signal the verdict machine asked for, from this host, created
+    /// at `now_unix`.
+    pub fn new(host: &Host, req: &SignalRequest, now_unix: f64) -> Signal {
         use crate::manifest::diff::FindingKind;
-        let mut findings = ep.findings;
-        findings.truncate(SIGNAL_FINDINGS);
+        let verdict = match req.event {
+            SignalEvent::DriftDetected => "drifted",
+            SignalEvent::VerdictUnknown => "unknown",
+        };
         Signal {
             schema: "driftd.signal.v1".into(),
-            event: ep.event.into(),
-            idempotency_key: idempotency_key(&host.id, ep.manifest_digest, ep.event, ep.start_unix),
+            event: req.event.label().into(),
+            idempotency_key: req.idempotency_key(&host.id),
             host: host.clone(),
-            image_id: ep.image_id.into(),
-            manifest_digest: ep.manifest_digest.into(),
-            verdict: ep.verdict.into(),
-            reason: ep.reason,
+            image_id: req.image_id.clone(),
+            manifest_digest: req.manifest_digest.clone(),
+            verdict: verdict.into(),
+            reason: req.reason.clone(),
             counts: FindingKind::ALL
                 .iter()
-                .map(|k| (k.name().to_string(), ep.counts.get(*k)))
+                .map(|k| (k.name().to_string(), req.counts.get(*k)))
                 .collect(),
-            findings_total: ep.findings_total,
-            findings,
-            first_detected: rfc3339(ep.start_unix),
-            first_detected_unix: ep.start_unix,
-            created: rfc3339(crate::clock::now_unix()),
+            findings_total: req.findings_total,
+            findings: req.findings.iter().take(SIGNAL_FINDINGS).cloned().collect(),
+            first_detected: rfc3339(req.start_unix),
+            first_detected_unix: req.start_unix,
+            created: rfc3339(now_unix),
         }
     }
-}
-
-/// An episode's idempotency key.
-pub fn idempotency_key(host_id: &str, digest: &str, event: &str, start_unix: f64) -> String {
-    let mut h = blake3::Hasher::new();
-    for part in [host_id, digest, event, &format!("{start_unix:.6}")] {
-        h.update(part.as_bytes());
-        h.update(b"\0");
-    }
-    crate::manifest::escape::to_hex(&h.finalize().as_bytes()[..16])
 }
 
 /// A send in progress.
@@ -229,20 +209,4 @@ pub fn build(configs: &[BackendConfig]) -> Result<Vec<Configured>, String> {
         });
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_stable_and_distinct() {
-        let a = idempotency_key("h", "blake3:aa", "drift.detected", 1.5);
-        assert_eq!(a, idempotency_key("h", "blake3:aa", "drift.detected", 1.5));
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, idempotency_key("h2", "blake3:aa", "drift.detected", 1.5));
-        assert_ne!(a, idempotency_key("h", "blake3:bb", "drift.detected", 1.5));
-        assert_ne!(a, idempotency_key("h", "blake3:aa", "drift.detected", 2.5));
-        assert_ne!(a, idempotency_key("h", "blake3:aa", "verdict.unknown", 1.5));
-    }
 }

@@ -4,11 +4,11 @@
 //! - `/healthz`: 200 when the verdict is clean, 503 when drifted or
 //!   unknown, so a cloud health probe (GCP managed instance group
 //!   autohealing, the Azure Application Health extension) acts on it.
-//! - `/status`: the verdict, counts, first detection time, the manifest's
-//!   identity and the current findings (at most `status_findings_limit`) as
-//!   JSON.
+//! - `/status`: the typed status document ([`super::status::StatusDoc`]).
 
+use super::status::StatusDoc;
 use super::Metrics;
+use crate::manifest::diff::Verdict;
 use crate::watch::WatchCounters;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -23,19 +23,25 @@ pub struct Shared {
     pub metrics: Metrics,
     pub watch: Arc<WatchCounters>,
     /// The /status document (replaced by the loop after every change).
-    pub status: RwLock<serde_json::Value>,
-    /// The verdict's name, for /healthz.
-    pub verdict: RwLock<&'static str>,
+    pub status: RwLock<Arc<StatusDoc>>,
+    /// The verdict, for /healthz.
+    pub verdict: RwLock<Verdict>,
 }
 
 impl Shared {
-    pub fn new() -> Shared {
+    pub fn new(status: StatusDoc) -> Shared {
         Shared {
             metrics: Metrics::new(),
             watch: Arc::new(WatchCounters::default()),
-            status: RwLock::new(serde_json::json!({"verdict": "unknown"})),
-            verdict: RwLock::new("unknown"),
+            verdict: RwLock::new(status.verdict),
+            status: RwLock::new(Arc::new(status)),
         }
+    }
+
+    /// Publish a new verdict and status document.
+    pub fn publish(&self, status: StatusDoc) {
+        *self.verdict.write().unwrap_or_else(|p| p.into_inner()) = status.verdict;
+        *self.status.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(status);
     }
 
     /// Bring counters kept outside the registry up to date.
@@ -54,12 +60,6 @@ impl Shared {
             &self.metrics.fs_events_dropped,
             self.watch.dropped.load(Ordering::Relaxed),
         );
-    }
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared::new()
     }
 }
 
@@ -93,7 +93,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let verdict = *s.verdict.read().unwrap_or_else(|p| p.into_inner());
-    let code = if verdict == "clean" {
+    let code = if verdict == Verdict::Clean {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -101,11 +101,13 @@ async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     (
         code,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{verdict}\n"),
+        format!("{}\n", verdict.name()),
     )
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let doc = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
-    axum::Json(doc)
+    // Serialising plain data cannot fail.
+    let body = serde_json::to_vec(&*doc).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }

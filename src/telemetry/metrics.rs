@@ -1,35 +1,54 @@
 //! Every metric driftd exports, defined in one place.
 //!
 //! Names follow Prometheus conventions (`driftd_` prefix, base units,
-//! `_total` for counters, `_seconds`, `_bytes`). Labels are bounded enums:
-//! never a file path. Every labelled series is created at start with its
-//! zero value, so an alert on a series that never happened still evaluates.
+//! `_total` for counters, `_seconds`, `_bytes`). Labels are bounded enums
+//! (their values come from the typed reasons' `ALL` lists): never a file
+//! path. Every labelled series is created at start with its zero value, so
+//! an alert on a series that never happened still evaluates.
 
-use crate::manifest::diff::{FindingKind, Verdict};
+use crate::manifest::diff::{FindingKind, UnreadableKind, Verdict};
+use crate::verdict::{ManifestProblem, RescanReason, ScanKind, ScanResult, VerdictReason};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Why the manifest could not be used (label values of
-/// `driftd_manifest_error`).
-pub const MANIFEST_ERRORS: [&str; 5] = ["missing", "unreadable", "corrupt", "signature", "policy"];
+/// Results of a signal request (`driftd_signal_requests_total{result}`).
+pub const SIGNAL_RESULTS: [&str; 3] = ["success", "failure", "dry_run"];
 
-/// Scan kinds: full rescans and targeted re-checks after events.
-pub const SCAN_KINDS: [&str; 2] = ["full", "targeted"];
+/// Register a new collector; names are static and unique, so this cannot
+/// fail.
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
 
-/// Scan results.
-pub const SCAN_RESULTS: [&str; 5] = ["clean", "drifted", "unknown", "error", "cancelled"];
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    reg(r, IntGauge::new(name, help).expect("valid metric"))
+}
 
-/// Why a full rescan was started.
-pub const RESCAN_REASONS: [&str; 6] = [
-    "startup",
-    "interval",
-    "sighup",
-    "overflow",
-    "watch_failed",
-    "manifest_changed",
-];
+fn fgauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    reg(r, Gauge::new(name, help).expect("valid metric"))
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(r, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn counters(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
 
 /// The metrics of one agent.
 pub struct Metrics {
@@ -40,6 +59,7 @@ pub struct Metrics {
     pub manifest_error: IntGaugeVec,
     pub drift_detected: IntGauge,
     pub verdict: IntGaugeVec,
+    pub verdict_reason: IntGaugeVec,
     pub drifted_entries: IntGaugeVec,
     pub first_detection: Gauge,
     pub scans: IntCounterVec,
@@ -52,115 +72,83 @@ pub struct Metrics {
     pub scan_errors: IntCounterVec,
     pub watches: IntGauge,
     pub watch_failures: IntCounter,
-    pub signal_requests: IntCounterVec,
-    pub signal_last_success: prometheus::GaugeVec,
-    pub signal_pending: IntGaugeVec,
+    pub state_persist_errors: IntCounter,
+    pub signal: SignalMetrics,
 }
 
-/// Results of a signal request.
-pub const SIGNAL_RESULTS: [&str; 3] = ["success", "failure", "dry_run"];
+/// The signal dispatcher's metrics: a handle the `signal` module is given,
+/// so it never reaches into the HTTP layer.
+#[derive(Clone)]
+pub struct SignalMetrics {
+    requests: IntCounterVec,
+    last_success: GaugeVec,
+    pending: IntGaugeVec,
+}
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    // Names are static and unique: registration cannot fail.
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
+impl SignalMetrics {
+    /// One request to `backend` ended with `result` (one of
+    /// [`SIGNAL_RESULTS`]).
+    pub fn request(&self, backend: &str, result: &str) {
+        self.requests.with_label_values(&[backend, result]).inc();
+    }
+
+    /// A signal was delivered at `unix`.
+    pub fn delivered(&self, backend: &str, unix: f64) {
+        self.last_success.with_label_values(&[backend]).set(unix);
+    }
+
+    /// `n` signals wait for `backend`.
+    pub fn pending(&self, backend: &str, n: usize) {
+        self.pending.with_label_values(&[backend]).set(n as i64);
+    }
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let build = reg(
+        let build = gauges(
             &r,
-            IntGaugeVec::new(
-                Opts::new("driftd_build_info", "driftd build; the value is always 1."),
-                &["version"],
-            )
-            .expect("valid metric"),
+            "driftd_build_info",
+            "driftd build; the value is always 1.",
+            &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let signal = SignalMetrics {
+            requests: counters(
+                &r,
+                "driftd_signal_requests_total",
+                "Control-plane signal requests by backend and result (success, failure, dry_run).",
+                &["backend", "result"],
+            ),
+            last_success: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "driftd_signal_last_success_timestamp_seconds",
+                        "When a signal was last delivered, by backend (Unix time), 0 if never.",
+                    ),
+                    &["backend"],
+                )
+                .expect("valid metric"),
+            ),
+            pending: gauges(
+                &r,
+                "driftd_signal_pending",
+                "Signals waiting in the outbox for delivery, by backend.",
+                &["backend"],
+            ),
+        };
         let m = Metrics {
-            manifest_info: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "driftd_manifest_info",
-                        "The manifest in use (image id and digest); the value is always 1.",
-                    ),
-                    &["image_id", "digest"],
-                )
-                .expect("valid metric"),
-            ),
-            manifest_entries: reg(
-                &r,
-                IntGauge::new("driftd_manifest_entries", "Entries in the manifest in use.")
-                    .expect("valid metric"),
-            ),
-            manifest_valid: reg(
-                &r,
-                IntGauge::new(
-                    "driftd_manifest_valid",
-                    "1 if the manifest was loaded and verified, 0 if not (see driftd_manifest_error).",
-                )
-                .expect("valid metric"),
-            ),
-            manifest_error: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "driftd_manifest_error",
-                        "1 for the reason the manifest cannot be used, 0 for the others.",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric"),
-            ),
-            drift_detected: reg(
-                &r,
-                IntGauge::new(
-                    "driftd_drift_detected",
-                    "1 once drift is confirmed on this host (until a new manifest), else 0.",
-                )
-                .expect("valid metric"),
-            ),
-            verdict: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "driftd_verdict",
-                        "1 for the current verdict (clean, drifted, unknown), 0 for the others.",
-                    ),
-                    &["verdict"],
-                )
-                .expect("valid metric"),
-            ),
-            drifted_entries: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "driftd_drifted_entries",
-                        "Current findings by kind (added, removed, modified, metadata, type, unreadable).",
-                    ),
-                    &["kind"],
-                )
-                .expect("valid metric"),
-            ),
-            first_detection: reg(
-                &r,
-                Gauge::new(
-                    "driftd_first_detection_timestamp_seconds",
-                    "When drift was first confirmed (Unix time), 0 if never.",
-                )
-                .expect("valid metric"),
-            ),
-            scans: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new("driftd_scans_total", "Scans by kind and result."),
-                    &["kind", "result"],
-                )
-                .expect("valid metric"),
-            ),
+            manifest_info: gauges(&r, "driftd_manifest_info", "The manifest in use (image id and digest); the value is always 1.", &["image_id", "digest"]),
+            manifest_entries: gauge(&r, "driftd_manifest_entries", "Entries in the manifest in use."),
+            manifest_valid: gauge(&r, "driftd_manifest_valid", "1 if the manifest was loaded and verified, 0 if not (see driftd_manifest_error)."),
+            manifest_error: gauges(&r, "driftd_manifest_error", "1 for the reason the manifest cannot be used, 0 for the others.", &["reason"]),
+            drift_detected: gauge(&r, "driftd_drift_detected", "1 once drift is confirmed on this host (until a new manifest or an operator's clearance), else 0."),
+            verdict: gauges(&r, "driftd_verdict", "1 for the current verdict (clean, drifted, unknown), 0 for the others.", &["verdict"]),
+            verdict_reason: gauges(&r, "driftd_verdict_reason", "1 for the reason the verdict is what it is, 0 for the others.", &["reason"]),
+            drifted_entries: gauges(&r, "driftd_drifted_entries", "Current findings by kind (added, removed, modified, metadata, type, unreadable).", &["kind"]),
+            first_detection: fgauge(&r, "driftd_first_detection_timestamp_seconds", "When drift was first confirmed (Unix time), 0 if never."),
+            scans: counters(&r, "driftd_scans_total", "Scans by kind and result.", &["kind", "result"]),
             scan_duration: reg(
                 &r,
                 HistogramVec::new(
@@ -172,118 +160,34 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            last_full_scan_success: reg(
-                &r,
-                Gauge::new(
-                    "driftd_last_full_scan_success_timestamp_seconds",
-                    "When the last full scan completed (Unix time), 0 if none yet.",
-                )
-                .expect("valid metric"),
-            ),
-            bytes_hashed: reg(
-                &r,
-                IntCounter::new("driftd_hashed_bytes_total", "Bytes read and hashed by scans.")
-                    .expect("valid metric"),
-            ),
-            fs_events: reg(
-                &r,
-                IntCounter::new("driftd_fs_events_total", "Filesystem events received.")
-                    .expect("valid metric"),
-            ),
-            fs_events_dropped: reg(
-                &r,
-                IntCounter::new(
-                    "driftd_fs_events_dropped_total",
-                    "Filesystem event queue overflows (each forces a full rescan).",
-                )
-                .expect("valid metric"),
-            ),
-            rescans: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new("driftd_rescans_total", "Full rescans started, by reason."),
-                    &["reason"],
-                )
-                .expect("valid metric"),
-            ),
-            scan_errors: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "driftd_scan_errors_total",
-                        "Paths that could not be checked, by reason.",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric"),
-            ),
-            watches: reg(
-                &r,
-                IntGauge::new("driftd_watches", "Directories watched with inotify.")
-                    .expect("valid metric"),
-            ),
-            watch_failures: reg(
-                &r,
-                IntCounter::new(
-                    "driftd_watch_failures_total",
-                    "Directories that could not be watched (e.g. the inotify watch limit).",
-                )
-                .expect("valid metric"),
-            ),
-            signal_requests: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "driftd_signal_requests_total",
-                        "Control-plane signal requests by backend and result (success, failure, dry_run).",
-                    ),
-                    &["backend", "result"],
-                )
-                .expect("valid metric"),
-            ),
-            signal_last_success: reg(
-                &r,
-                prometheus::GaugeVec::new(
-                    Opts::new(
-                        "driftd_signal_last_success_timestamp_seconds",
-                        "When a signal was last delivered, by backend (Unix time), 0 if never.",
-                    ),
-                    &["backend"],
-                )
-                .expect("valid metric"),
-            ),
-            signal_pending: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "driftd_signal_pending",
-                        "Signals waiting in the outbox for delivery, by backend.",
-                    ),
-                    &["backend"],
-                )
-                .expect("valid metric"),
-            ),
+            last_full_scan_success: fgauge(&r, "driftd_last_full_scan_success_timestamp_seconds", "When the last full scan completed (Unix time), 0 if none yet."),
+            bytes_hashed: counter(&r, "driftd_hashed_bytes_total", "Bytes read and hashed by scans."),
+            fs_events: counter(&r, "driftd_fs_events_total", "Filesystem events received."),
+            fs_events_dropped: counter(&r, "driftd_fs_events_dropped_total", "Filesystem event queue overflows (each forces a full rescan)."),
+            rescans: counters(&r, "driftd_rescans_total", "Full rescans started, by reason.", &["reason"]),
+            scan_errors: counters(&r, "driftd_scan_errors_total", "Paths that could not be checked, by reason.", &["reason"]),
+            watches: gauge(&r, "driftd_watches", "Directories watched with inotify."),
+            watch_failures: counter(&r, "driftd_watch_failures_total", "Directories that could not be watched (e.g. the inotify watch limit)."),
+            state_persist_errors: counter(&r, "driftd_state_persist_errors_total", "Failed writes of the state file (each is retried; the verdict in memory stands)."),
+            signal,
             registry: r,
         };
-        for reason in MANIFEST_ERRORS {
-            m.manifest_error.with_label_values(&[reason]).set(0);
-        }
-        for v in [Verdict::Clean, Verdict::Drifted, Verdict::Unknown] {
-            m.verdict.with_label_values(&[v.name()]).set(0);
-        }
+        m.set_manifest_error(None);
+        m.manifest_valid.set(0);
+        m.set_verdict(Verdict::Unknown, VerdictReason::FirstScanPending);
         for k in FindingKind::ALL {
             m.drifted_entries.with_label_values(&[k.name()]).set(0);
         }
-        for kind in SCAN_KINDS {
-            m.scan_duration.with_label_values(&[kind]);
-            for result in SCAN_RESULTS {
-                m.scans.with_label_values(&[kind, result]);
+        for kind in ScanKind::ALL {
+            m.scan_duration.with_label_values(&[kind.label()]);
+            for result in ScanResult::ALL {
+                m.scans.with_label_values(&[kind.label(), result.label()]);
             }
         }
-        for reason in RESCAN_REASONS {
-            m.rescans.with_label_values(&[reason]);
+        for reason in RescanReason::ALL {
+            m.rescans.with_label_values(&[reason.label()]);
         }
-        for cause in crate::manifest::diff::UnreadableKind::ALL {
+        for cause in UnreadableKind::ALL {
             m.scan_errors.with_label_values(&[cause.label()]);
         }
         m
@@ -294,30 +198,44 @@ impl Metrics {
     pub fn register_backends<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         for name in names {
             for result in SIGNAL_RESULTS {
-                self.signal_requests.with_label_values(&[name, result]);
+                self.signal.requests.with_label_values(&[name, result]);
             }
-            self.signal_last_success.with_label_values(&[name]).set(0.0);
-            self.signal_pending.with_label_values(&[name]).set(0);
+            self.signal.last_success.with_label_values(&[name]).set(0.0);
+            self.signal.pending.with_label_values(&[name]).set(0);
         }
     }
 
-    /// Set the one-hot verdict gauges.
-    pub fn set_verdict(&self, verdict: Verdict) {
-        for v in [Verdict::Clean, Verdict::Drifted, Verdict::Unknown] {
+    /// Set the one-hot verdict and verdict-reason gauges.
+    pub fn set_verdict(&self, verdict: Verdict, reason: VerdictReason) {
+        for v in Verdict::ALL {
             self.verdict
                 .with_label_values(&[v.name()])
                 .set(i64::from(v == verdict));
         }
+        for r in VerdictReason::ALL {
+            self.verdict_reason
+                .with_label_values(&[r.label()])
+                .set(i64::from(*r == reason));
+        }
     }
 
-    /// Set the one-hot manifest error gauges (`None`: the manifest is valid).
-    pub fn set_manifest_error(&self, reason: Option<&str>) {
-        self.manifest_valid.set(i64::from(reason.is_none()));
-        for r in MANIFEST_ERRORS {
+    /// Set the one-hot manifest error gauges (`None`: no error).
+    pub fn set_manifest_error(&self, problem: Option<ManifestProblem>) {
+        for p in ManifestProblem::ALL {
             self.manifest_error
-                .with_label_values(&[r])
-                .set(i64::from(Some(r) == reason));
+                .with_label_values(&[p.label()])
+                .set(i64::from(Some(*p) == problem));
         }
+    }
+
+    /// A scan ended.
+    pub fn scan(&self, kind: ScanKind, result: ScanResult, seconds: f64) {
+        self.scans
+            .with_label_values(&[kind.label(), result.label()])
+            .inc();
+        self.scan_duration
+            .with_label_values(&[kind.label()])
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition format.
@@ -344,13 +262,17 @@ mod tests {
         let text = Metrics::new().render();
         for needle in [
             "driftd_drift_detected 0",
-            "driftd_verdict{verdict=\"unknown\"} 0",
+            "driftd_verdict{verdict=\"unknown\"} 1",
+            "driftd_verdict_reason{reason=\"first_scan_pending\"} 1",
+            "driftd_verdict_reason{reason=\"scan_failed\"} 0",
             "driftd_drifted_entries{kind=\"unreadable\"} 0",
             "driftd_scans_total{kind=\"targeted\",result=\"drifted\"} 0",
-            "driftd_rescans_total{reason=\"overflow\"} 0",
-            "driftd_scan_errors_total{reason=\"permission_denied\"} 0",
+            "driftd_rescans_total{reason=\"retry\"} 0",
+            "driftd_rescans_total{reason=\"watch_restarted\"} 0",
+            "driftd_scan_errors_total{reason=\"scan_failed\"} 0",
             "driftd_manifest_error{reason=\"signature\"} 0",
             "driftd_scan_duration_seconds_count{kind=\"full\"} 0",
+            "driftd_state_persist_errors_total 0",
             "driftd_build_info{version=",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
@@ -360,12 +282,14 @@ mod tests {
     #[test]
     fn one_hot_gauges() {
         let m = Metrics::new();
-        m.set_verdict(Verdict::Drifted);
-        m.set_manifest_error(Some("corrupt"));
+        m.set_verdict(Verdict::Drifted, VerdictReason::DriftConfirmed);
+        m.set_manifest_error(Some(ManifestProblem::Corrupt));
         let text = m.render();
         assert!(text.contains("driftd_verdict{verdict=\"drifted\"} 1"));
         assert!(text.contains("driftd_verdict{verdict=\"clean\"} 0"));
+        assert!(text.contains("driftd_verdict_reason{reason=\"drift_confirmed\"} 1"));
+        assert!(text.contains("driftd_verdict_reason{reason=\"first_scan_pending\"} 0"));
         assert!(text.contains("driftd_manifest_error{reason=\"corrupt\"} 1"));
-        assert!(text.contains("driftd_manifest_valid 0"));
+        assert!(text.contains("driftd_manifest_error{reason=\"missing\"} 0"));
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod http;
 pub mod metrics;
+pub mod status;
 
 pub use metrics::Metrics;

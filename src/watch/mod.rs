@@ -1,10 +1,12 @@
 //! Filesystem events as hints: inotify watches on every checked directory,
-//! and a debouncer that batches touched paths.
+//! read by a thread that turns events into touched paths.
 //!
-//! Events are hints, never truth: a touched path is re-checked against the
-//! manifest, and on any doubt -- a queue overflow, an event channel that
-//! filled up, a directory that could not be watched (e.g. the inotify watch
-//! limit) -- the agent falls back to a full rescan.
+//! Events are hints, never truth: the verdict machine batches touched paths
+//! (`verdict::timers::Debouncer`) and re-checks them against the manifest,
+//! and on any doubt -- a queue overflow, an event channel that filled up, a
+//! directory that could not be watched (e.g. the inotify watch limit), a
+//! reader that died -- the agent falls back to a full rescan (and re-creates
+//! a dead reader).
 //!
 //! Why the `inotify` crate and not `notify` (which wraps it): notify's
 //! inotify backend always asks for `IN_OPEN`, so every file the agent's own
@@ -15,14 +17,12 @@
 
 use crate::manifest::paths::join;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// What the watcher tells the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,91 +237,36 @@ impl Watch {
     }
 }
 
-/// Batches touched paths: the first hint opens a window of `delay`; when it
-/// closes, everything touched in it is re-checked together. A path whose
-/// ancestor is also touched is folded into the ancestor (a re-check covers
-/// the subtree).
-#[derive(Debug)]
-pub struct Debouncer {
-    delay: Duration,
-    pending: BTreeSet<Box<[u8]>>,
-    deadline: Option<Instant>,
-}
-
-impl Debouncer {
-    pub fn new(delay: Duration) -> Debouncer {
-        Debouncer {
-            delay,
-            pending: BTreeSet::new(),
-            deadline: None,
-        }
-    }
-
-    pub fn push(&mut self, paths: impl IntoIterator<Item = Box<[u8]>>) {
-        for p in paths {
-            self.pending.insert(p);
-        }
-        if self.deadline.is_none() && !self.pending.is_empty() {
-            self.deadline = Some(Instant::now() + self.delay);
-        }
-    }
-
-    /// When the current window closes, if one is open.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Take the batch if its window has closed.
-    pub fn take_due(&mut self) -> Option<Vec<Box<[u8]>>> {
-        match self.deadline {
-            Some(d) if Instant::now() >= d => {
-                self.deadline = None;
-                Some(fold(std::mem::take(&mut self.pending)))
-            }
-            _ => None,
-        }
-    }
-
-    /// Drop everything pending (a full rescan covers it).
-    pub fn clear(&mut self) {
-        self.pending.clear();
-        self.deadline = None;
-    }
-}
-
-/// Remove paths that have an ancestor in the set.
-fn fold(set: BTreeSet<Box<[u8]>>) -> Vec<Box<[u8]>> {
-    crate::manifest::paths::fold_subtrees(set.into_iter().collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn b(s: &str) -> Box<[u8]> {
-        s.as_bytes().into()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn batches_within_the_window_and_folds_subtrees() {
-        let mut d = Debouncer::new(Duration::from_millis(200));
-        assert_eq!(d.deadline(), None);
-        d.push([b("/etc/a/b")]);
-        let first = d.deadline().unwrap();
-        tokio::time::advance(Duration::from_millis(150)).await;
-        d.push([b("/etc/a"), b("/etc/a-b"), b("/usr/x")]);
-        assert_eq!(
-            d.deadline(),
-            Some(first),
-            "later events do not extend the window"
-        );
-        assert_eq!(d.take_due(), None, "window still open");
-        tokio::time::advance(Duration::from_millis(50)).await;
-        assert_eq!(
-            d.take_due(),
-            Some(vec![b("/etc/a"), b("/etc/a-b"), b("/usr/x")])
-        );
-        assert_eq!(d.deadline(), None);
-        assert_eq!(d.take_due(), None);
+    #[tokio::test]
+    async fn events_in_watched_directories_arrive_as_touched_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        let counters = Arc::new(WatchCounters::default());
+        let (mut w, mut rx) = Watch::new(dir.path(), counters.clone()).unwrap();
+        w.add(b"/").unwrap();
+        w.add(b"/etc").unwrap();
+        assert_eq!(w.len(), 2);
+        std::fs::write(dir.path().join("etc/passwd"), "x").unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap();
+        match msg {
+            Some(WatchMsg::Touched(paths)) => {
+                assert!(paths.iter().any(|p| &**p == b"/etc/passwd"), "{paths:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(counters.events.load(Ordering::Relaxed) >= 1);
+        // A directory that is gone cannot be watched; the error says so.
+        let e = w.add(b"/nope").unwrap_err();
+        assert!(e.first && !e.limit, "{e}");
+        assert!(!w.add(b"/nope").unwrap_err().first, "counted once");
+        w.forget(b"/etc");
+        assert_eq!(w.len(), 1);
     }
 }

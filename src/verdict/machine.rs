@@ -1,0 +1,762 @@
+//! The agent's verdict as one state machine, with no IO.
+//!
+//! In the style of quinn-proto's `Connection`: events come in through
+//! `handle_*` (what was loaded, paths touched, a scan's outcome, a write
+//! that failed), timers through [`Machine::poll_timeout`] and
+//! [`Machine::handle_timeout`], and decisions go out through
+//! [`Machine::poll_action`] (start this scan, persist this state, send this
+//! signal). The daemon only turns IO into events and actions into IO, so
+//! every rule of the verdict is a unit test here, driven with paused time.
+//!
+//! The rules, failing closed:
+//! - `drifted` once drift is confirmed (a second read sees it again) for
+//!   the manifest in use: the latch. Only a manifest with another digest
+//!   (a new image) or an operator's explicit clearance ends it; a reload, a
+//!   missing or shorter state file, a failed write never do (memory wins
+//!   and is written back).
+//! - otherwise `unknown` while the manifest or the state file is unusable,
+//!   a scan failed (its scope is unknown; it is retried after 5 s, doubling
+//!   to 5 min), the first full scan has not finished, drift awaits
+//!   confirmation, or a path could not be checked;
+//! - otherwise `clean`.
+//!
+//! One episode, one idempotency key: the drift latch and the start of an
+//! unknown period are persisted, so restarts and reloads keep both.
+
+use super::episode::{Clearance, DriftEpisode, SignalRequest, StateDoc, UnknownEpisode};
+use super::findings::Findings;
+use super::reason::{ManifestProblem, RescanReason, ScanKind, VerdictReason};
+use super::timers::{next_full_scan_delay, Backoff, Debouncer};
+use crate::clock::Clock;
+use crate::manifest::diff::{Finding, Verdict};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Most paths re-read to confirm drift: one confirmed path is enough.
+pub const MAX_CONFIRM_PATHS: usize = 64;
+
+/// Identifies a scan the machine asked for; outcomes of scans it no longer
+/// waits for (a manifest was replaced meanwhile) are ignored.
+pub type ScanId = u64;
+
+/// What the machine is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Quiet window after a filesystem hint before the touched paths are
+    /// re-checked.
+    pub debounce: Duration,
+    /// Delay before drift is confirmed by reading again.
+    pub confirm_delay: Duration,
+    pub full_scan_interval: Duration,
+    pub full_scan_jitter: Duration,
+    /// First retry of a failed scan, doubling up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Whether a filesystem watcher is wanted (it is restarted when lost).
+    pub watch: bool,
+    /// Whether control-plane signals are configured.
+    pub signals: bool,
+    /// Signal an unknown verdict after this long (`on_unknown`).
+    pub unknown_grace: Option<Duration>,
+    /// The host id, for idempotency keys.
+    pub host_id: String,
+}
+
+impl Settings {
+    /// Retries of failed scans: 5 s doubling to 5 min.
+    pub const RETRY_INITIAL: Duration = Duration::from_secs(5);
+    pub const RETRY_MAX: Duration = Duration::from_secs(300);
+}
+
+/// The identity of a usable manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestId {
+    pub digest: String,
+    pub image_id: String,
+    pub entries: u64,
+}
+
+/// Why no manifest can be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestFailure {
+    pub problem: ManifestProblem,
+    pub message: String,
+}
+
+/// What the state file held.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restored {
+    /// No state file.
+    Missing,
+    Found(Box<StateDoc>),
+    /// It exists but cannot be read or parsed.
+    Unusable(String),
+}
+
+/// A load (at start, or a reload on SIGHUP): the state file, then the
+/// manifest, each as found.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub state: Restored,
+    pub manifest: Result<ManifestId, ManifestFailure>,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScanOutcome {
+    /// It ran: its findings (sorted or not).
+    Done(Vec<Finding>),
+    /// It could not run (the root could not be opened, ...).
+    Failed(String),
+    Cancelled,
+}
+
+/// What the machine asks the daemon to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    StartFullScan {
+        id: ScanId,
+        reason: RescanReason,
+    },
+    /// Re-check these paths (each with its subtree); `confirming` when
+    /// drift seen there is declared if it is seen again.
+    StartTargeted {
+        id: ScanId,
+        paths: Vec<Box<[u8]>>,
+        confirming: bool,
+    },
+    /// Stop a scan whose outcome is no longer wanted.
+    CancelScan {
+        id: ScanId,
+    },
+    /// Write the state file; report with [`Machine::handle_persisted`].
+    Persist(StateDoc),
+    Signal(SignalRequest),
+    /// Re-create the filesystem watcher; report with
+    /// [`Machine::handle_watch_restarted`].
+    RestartWatch,
+    /// Something worth a log line.
+    Report(Report),
+}
+
+/// Notable decisions, for the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A finding not seen before.
+    Finding(Finding),
+    DriftDeclared(DriftEpisode),
+    /// A latch read from the state file at start.
+    LatchRestored(DriftEpisode),
+    /// The state file held less than memory (missing, older, unreadable):
+    /// memory is written back.
+    StateRewritten,
+    /// A latch found in the state file on reload and adopted.
+    LatchAdopted(DriftEpisode),
+    /// An operator cleared the latch held (`driftd state clear`).
+    LatchCleared(Clearance),
+    /// A manifest with another digest: a new life.
+    NewImage {
+        old: String,
+        new: String,
+    },
+    ScanFailed {
+        kind: ScanKind,
+        message: String,
+        retry_in: Duration,
+    },
+    PersistFailed {
+        message: String,
+        retry_in: Duration,
+    },
+    WatchLost {
+        retry_in: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum ManifestState {
+    NotLoaded,
+    Loaded(ManifestId),
+    Unusable(ManifestFailure),
+}
+
+#[derive(Debug)]
+pub(super) struct FullScan {
+    pub running: Option<ScanId>,
+    pub requested: Option<RescanReason>,
+    pub done: bool,
+    pub failure: Option<String>,
+    pub backoff: Backoff,
+    pub retry_at: Option<Instant>,
+    pub next_interval: Instant,
+    /// Paths re-checked while it runs: their targeted results are fresher.
+    pub touched: Vec<Box<[u8]>>,
+    pub last_done_unix: Option<f64>,
+}
+
+/// A re-check under way: its id, its paths, whether it confirms.
+pub(super) type Running = (ScanId, Vec<Box<[u8]>>, bool);
+
+#[derive(Debug)]
+pub(super) struct Targeted {
+    pub running: Option<Running>,
+    pub backoff: Backoff,
+    pub retry_at: Option<Instant>,
+    pub retry: Vec<Box<[u8]>>,
+    pub confirm: Vec<Box<[u8]>>,
+    pub confirm_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(super) struct Persist {
+    pub wanted: bool,
+    pub in_flight: bool,
+    pub backoff: Backoff,
+    pub retry_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(super) struct WatchState {
+    pub restarting: bool,
+    pub backoff: Backoff,
+    pub restart_at: Option<Instant>,
+}
+
+/// The state machine.
+pub struct Machine {
+    pub(super) settings: Settings,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) manifest: ManifestState,
+    /// The digest of the last manifest that could be used.
+    last_digest: Option<String>,
+    pub(super) findings: Findings,
+    pub(super) full: FullScan,
+    pub(super) targeted: Targeted,
+    pub(super) debounce: Debouncer,
+    pub(super) latch: Option<DriftEpisode>,
+    pub(super) cleared: Option<Clearance>,
+    pub(super) state_problem: Option<String>,
+    pub(super) unknown: Option<UnknownEpisode>,
+    pub(super) unknown_signalled: bool,
+    pub(super) persist: Persist,
+    pub(super) watch: WatchState,
+    next_id: ScanId,
+    pub(super) actions: VecDeque<Action>,
+    changed: bool,
+}
+
+impl Machine {
+    /// A machine that has loaded nothing yet; the startup scan is
+    /// requested and runs once a manifest is loaded.
+    pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Machine {
+        let now = clock.now();
+        let first = next_full_scan_delay(
+            settings.full_scan_interval,
+            settings.full_scan_jitter,
+            clock.random(),
+        );
+        let backoff = Backoff::new(settings.retry_initial, settings.retry_max);
+        Machine {
+            debounce: Debouncer::new(settings.debounce),
+            manifest: ManifestState::NotLoaded,
+            last_digest: None,
+            findings: Findings::default(),
+            full: FullScan {
+                running: None,
+                requested: Some(RescanReason::Startup),
+                done: false,
+                failure: None,
+                backoff,
+                retry_at: None,
+                next_interval: now + first,
+                touched: Vec::new(),
+                last_done_unix: None,
+            },
+            targeted: Targeted {
+                running: None,
+                backoff,
+                retry_at: None,
+                retry: Vec::new(),
+                confirm: Vec::new(),
+                confirm_at: None,
+            },
+            latch: None,
+            cleared: None,
+            state_problem: None,
+            unknown: None,
+            unknown_signalled: false,
+            persist: Persist {
+                wanted: false,
+                in_flight: false,
+                backoff,
+                retry_at: None,
+            },
+            watch: WatchState {
+                restarting: false,
+                backoff: Backoff::new(Duration::from_secs(1), settings.retry_max),
+                restart_at: None,
+            },
+            next_id: 0,
+            actions: VecDeque::new(),
+            changed: true,
+            settings,
+            clock,
+        }
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// The state file and the manifest as loaded at start (`at_start`) or
+    /// on a reload.
+    pub fn handle_loaded(&mut self, loaded: Loaded, at_start: bool) {
+        self.apply_state(loaded.state, at_start);
+        self.apply_manifest(loaded.manifest, at_start);
+        if at_start && self.settings.signals {
+            // A drift declared before a restart whose signal never left:
+            // ask again (the outbox skips what was delivered or is pending).
+            if let Some(req) = self.drift_request() {
+                self.actions.push_back(Action::Signal(req));
+            }
+        }
+        self.drive();
+    }
+
+    /// Filesystem hints: these paths were touched.
+    pub fn handle_touched(&mut self, paths: Vec<Box<[u8]>>) {
+        let now = self.clock.now();
+        self.debounce.push(paths, now);
+        self.drive();
+    }
+
+    /// Filesystem events were lost: only a full rescan can tell.
+    pub fn handle_events_lost(&mut self) {
+        self.debounce.clear();
+        self.request_full(RescanReason::Overflow);
+        self.drive();
+    }
+
+    /// Some directories could not be watched: rescan (once; the full
+    /// scans cover them from then on).
+    pub fn handle_watch_failed(&mut self) {
+        self.request_full(RescanReason::WatchFailed);
+        self.drive();
+    }
+
+    /// The watcher could not start or its reader died: re-create it after
+    /// a backoff.
+    pub fn handle_watch_lost(&mut self) {
+        if !self.settings.watch || self.watch.restart_at.is_some() {
+            return;
+        }
+        self.watch.restarting = false;
+        let delay = self.watch.backoff.next_delay();
+        self.watch.restart_at = Some(self.clock.now() + delay);
+        self.report(Report::WatchLost { retry_in: delay });
+        self.drive();
+    }
+
+    /// A [`Action::RestartWatch`] worked (every directory watched again:
+    /// a full rescan covers the gap) or did not (try again later).
+    pub fn handle_watch_restarted(&mut self, ok: bool) {
+        self.watch.restarting = false;
+        if ok {
+            self.watch.backoff.reset();
+            self.request_full(RescanReason::WatchRestarted);
+            self.drive();
+        } else {
+            self.handle_watch_lost();
+        }
+    }
+
+    /// A scan this machine started has ended.
+    pub fn handle_scan_done(&mut self, id: ScanId, outcome: ScanOutcome) {
+        if self.full.running == Some(id) {
+            self.full.running = None;
+            match outcome {
+                ScanOutcome::Done(findings) => self.full_done(findings),
+                ScanOutcome::Failed(message) => self.full_failed(message),
+                ScanOutcome::Cancelled => self.full_failed("the scan was cancelled".into()),
+            }
+        } else if self.targeted.running.as_ref().is_some_and(|r| r.0 == id) {
+            let (_, paths, confirming) = self.targeted.running.take().expect("checked");
+            match outcome {
+                ScanOutcome::Done(findings) => self.targeted_done(&paths, findings, confirming),
+                ScanOutcome::Failed(message) => self.targeted_failed(paths, message),
+                ScanOutcome::Cancelled => {
+                    self.targeted_failed(paths, "the re-check was cancelled".into())
+                }
+            }
+        }
+        // Else: a scan of a manifest since replaced; nothing to learn.
+        self.drive();
+    }
+
+    /// How the last [`Action::Persist`] went.
+    pub fn handle_persisted(&mut self, result: Result<(), String>) {
+        self.persist.in_flight = false;
+        match result {
+            Ok(()) => {
+                self.persist.backoff.reset();
+                self.persist.retry_at = None;
+                // The file now holds what memory holds.
+                self.state_problem = None;
+            }
+            Err(message) => {
+                self.persist.wanted = true;
+                let delay = self.persist.backoff.next_delay();
+                self.persist.retry_at = Some(self.clock.now() + delay);
+                self.report(Report::PersistFailed {
+                    message,
+                    retry_in: delay,
+                });
+            }
+        }
+        self.changed = true;
+        self.drive();
+    }
+
+    /// Time passed: fire whatever is due.
+    pub fn handle_timeout(&mut self) {
+        self.drive();
+    }
+
+    // ------------------------------------------------------------ output
+
+    /// The next decision, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`] should be called next. Only
+    /// deadlines that can be acted on when they pass count, so a past one
+    /// never turns the caller's loop into a busy wait.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.targeted.running.is_none();
+        [
+            Some(self.full.next_interval),
+            self.full.retry_at,
+            self.targeted.retry_at.filter(|_| idle),
+            self.targeted.confirm_at.filter(|_| idle),
+            self.debounce.deadline().filter(|_| idle),
+            self.watch.restart_at,
+            self.persist
+                .retry_at
+                .filter(|_| self.persist.wanted && !self.persist.in_flight),
+            self.unknown_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether anything shown (metrics, /status) changed since the last
+    /// call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    // ---------------------------------------------------------- internal
+
+    pub(super) fn report(&mut self, r: Report) {
+        self.actions.push_back(Action::Report(r));
+    }
+
+    pub(super) fn request_full(&mut self, reason: RescanReason) {
+        if self.full.requested.is_none() {
+            self.full.requested = Some(reason);
+        }
+    }
+
+    fn new_id(&mut self) -> ScanId {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn apply_state(&mut self, state: Restored, at_start: bool) {
+        let memory_holds = self.latch.is_some() || self.unknown.is_some();
+        match state {
+            Restored::Unusable(message) => {
+                if self.latch.is_some() {
+                    // Memory wins: what it knows is written over the file.
+                    self.persist.wanted = true;
+                    self.report(Report::StateRewritten);
+                } else {
+                    self.state_problem = Some(message);
+                }
+            }
+            Restored::Missing => {
+                self.state_problem = None;
+                if !at_start && memory_holds {
+                    self.persist.wanted = true;
+                    self.report(Report::StateRewritten);
+                }
+            }
+            Restored::Found(doc) => {
+                self.state_problem = None;
+                let doc = *doc;
+                if at_start {
+                    if let Some(l) = &doc.declared {
+                        self.report(Report::LatchRestored(l.clone()));
+                    }
+                    self.latch = doc.declared;
+                    self.unknown = doc.unknown;
+                    self.cleared = doc.cleared;
+                    return;
+                }
+                match (&self.latch, doc.cleared) {
+                    (Some(l), Some(c)) if l.is_cleared_by(&c) => {
+                        self.latch = None;
+                        self.cleared = Some(c.clone());
+                        self.report(Report::LatchCleared(c));
+                        self.persist.wanted = true;
+                    }
+                    (Some(_), _) => {
+                        if doc.declared != self.latch || doc.unknown != self.unknown {
+                            self.persist.wanted = true;
+                            self.report(Report::StateRewritten);
+                        }
+                    }
+                    (None, c) => {
+                        if let Some(l) = doc.declared {
+                            // The file knows of drift memory does not (it
+                            // was unreadable at start): drift is drift.
+                            self.report(Report::LatchAdopted(l.clone()));
+                            self.latch = Some(l);
+                        }
+                        self.cleared = c.or(self.cleared.take());
+                        if doc.unknown != self.unknown {
+                            self.persist.wanted = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_manifest(&mut self, manifest: Result<ManifestId, ManifestFailure>, at_start: bool) {
+        let before = match &self.manifest {
+            ManifestState::Loaded(id) => Some(id.digest.clone()),
+            _ => None,
+        };
+        match manifest {
+            Ok(id) => {
+                if let Some(l) = self.latch.take_if(|l| l.manifest_digest != id.digest) {
+                    self.report(Report::NewImage {
+                        old: l.manifest_digest,
+                        new: id.digest.clone(),
+                    });
+                    self.persist.wanted = true;
+                }
+                if self
+                    .unknown
+                    .take_if(|u| u.manifest_digest.as_ref() != Some(&id.digest))
+                    .is_some()
+                {
+                    self.unknown_signalled = false;
+                    self.persist.wanted = true;
+                }
+                if before.as_deref() != Some(id.digest.as_str()) {
+                    self.forget_scans();
+                    let reason = if at_start {
+                        RescanReason::Startup
+                    } else if self.last_digest.as_ref().is_some_and(|d| *d != id.digest) {
+                        RescanReason::ManifestChanged
+                    } else {
+                        RescanReason::Sighup
+                    };
+                    self.full.requested = Some(reason);
+                } else if !at_start {
+                    self.request_full(RescanReason::Sighup);
+                }
+                self.last_digest = Some(id.digest.clone());
+                self.manifest = ManifestState::Loaded(id);
+            }
+            Err(failure) => {
+                self.forget_scans();
+                self.manifest = ManifestState::Unusable(failure);
+            }
+        }
+    }
+
+    /// A manifest was replaced (or lost): what was found against the old
+    /// one means nothing now; scans of it are cancelled and ignored.
+    fn forget_scans(&mut self) {
+        if let Some(id) = self.full.running.take() {
+            self.actions.push_back(Action::CancelScan { id });
+        }
+        if let Some((id, _, _)) = self.targeted.running.take() {
+            self.actions.push_back(Action::CancelScan { id });
+        }
+        self.findings.clear();
+        self.full.requested = None;
+        self.full.done = false;
+        self.full.failure = None;
+        self.full.retry_at = None;
+        self.full.backoff.reset();
+        self.full.touched.clear();
+        self.targeted.retry.clear();
+        self.targeted.retry_at = None;
+        self.targeted.backoff.reset();
+        self.targeted.confirm.clear();
+        self.targeted.confirm_at = None;
+        self.debounce.clear();
+    }
+
+    /// Fire due timers, start what can start, persist what must be.
+    fn drive(&mut self) {
+        let now = self.clock.now();
+        self.settle_unknown();
+        if now >= self.full.next_interval {
+            self.request_full(RescanReason::Interval);
+            self.full.next_interval = now
+                + next_full_scan_delay(
+                    self.settings.full_scan_interval,
+                    self.settings.full_scan_jitter,
+                    self.clock.random(),
+                );
+        }
+        if self.full.retry_at.is_some_and(|t| now >= t) {
+            self.full.retry_at = None;
+            self.request_full(RescanReason::Retry);
+        }
+        if self.watch.restart_at.is_some_and(|t| now >= t) {
+            self.watch.restart_at = None;
+            self.watch.restarting = true;
+            self.actions.push_back(Action::RestartWatch);
+        }
+        self.signal_unknown_if_due();
+        if matches!(self.manifest, ManifestState::Loaded(_)) {
+            self.start_scans(now);
+        } else {
+            // Nothing to check against: drop what is pending, so no
+            // deadline stays in the past.
+            self.full.requested = None;
+            self.debounce.clear();
+            self.targeted.confirm.clear();
+            self.targeted.confirm_at = None;
+            self.targeted.retry.clear();
+            self.targeted.retry_at = None;
+        }
+        // Never write over a state file that could not be read unless
+        // memory holds a latch: it may hold one we could not see.
+        let may_write = self.state_problem.is_none() || self.latch.is_some();
+        if self.persist.wanted
+            && !self.persist.in_flight
+            && may_write
+            && self.persist.retry_at.is_none_or(|t| now >= t)
+        {
+            self.persist.wanted = false;
+            self.persist.in_flight = true;
+            self.persist.retry_at = None;
+            self.actions.push_back(Action::Persist(self.state_doc()));
+        }
+        self.changed = true;
+    }
+
+    fn start_scans(&mut self, now: Instant) {
+        if self.full.running.is_none() {
+            if let Some(reason) = self.full.requested.take() {
+                let id = self.new_id();
+                self.full.running = Some(id);
+                self.full.touched.clear();
+                self.full.retry_at = None;
+                self.actions.push_back(Action::StartFullScan { id, reason });
+            }
+        }
+        if self.targeted.running.is_some() {
+            return;
+        }
+        let (paths, confirming) = if self.targeted.confirm_at.is_some_and(|t| now >= t) {
+            self.targeted.confirm_at = None;
+            (std::mem::take(&mut self.targeted.confirm), true)
+        } else if self.targeted.retry_at.is_some_and(|t| now >= t) {
+            self.targeted.retry_at = None;
+            let paths = std::mem::take(&mut self.targeted.retry);
+            (crate::manifest::paths::fold_subtrees(paths), false)
+        } else if let Some(paths) = self.debounce.take_due(now) {
+            (paths, false)
+        } else {
+            return;
+        };
+        if paths.is_empty() {
+            return;
+        }
+        let id = self.new_id();
+        self.targeted.running = Some((id, paths.clone(), confirming));
+        self.actions.push_back(Action::StartTargeted {
+            id,
+            paths,
+            confirming,
+        });
+    }
+
+    /// Start or end the unknown episode as the verdict moves.
+    fn settle_unknown(&mut self) {
+        let (verdict, reason) = self.judge();
+        match verdict {
+            Verdict::Unknown => {
+                // Waiting for a first scan or a confirmation is not yet a
+                // period of not knowing; it does not end one either.
+                let transient = matches!(
+                    reason,
+                    VerdictReason::FirstScanPending | VerdictReason::DriftUnconfirmed
+                );
+                if !transient && self.unknown.is_none() {
+                    self.unknown = Some(UnknownEpisode {
+                        since_unix: self.clock.unix(),
+                        manifest_digest: self.digest().map(str::to_string),
+                    });
+                    self.unknown_signalled = false;
+                    self.persist.wanted = true;
+                }
+            }
+            Verdict::Clean | Verdict::Drifted => {
+                if self.unknown.take().is_some() {
+                    self.unknown_signalled = false;
+                    self.persist.wanted = true;
+                }
+            }
+        }
+    }
+
+    fn unknown_deadline(&self) -> Option<Instant> {
+        let grace = self.settings.unknown_grace?;
+        let u = self.unknown.as_ref()?;
+        if !self.settings.signals || self.unknown_signalled {
+            return None;
+        }
+        let left = u.since_unix + grace.as_secs_f64() - self.clock.unix();
+        Some(self.clock.now() + Duration::from_secs_f64(left.max(0.0)))
+    }
+
+    fn signal_unknown_if_due(&mut self) {
+        let due = self
+            .unknown_deadline()
+            .is_some_and(|t| self.clock.now() >= t);
+        if due {
+            self.unknown_signalled = true;
+            if let Some(req) = self.unknown_request() {
+                self.actions.push_back(Action::Signal(req));
+            }
+        }
+    }
+
+    /// The state file's content: what memory holds.
+    pub fn state_doc(&self) -> StateDoc {
+        StateDoc {
+            declared: self.latch.clone(),
+            unknown: self.unknown.clone(),
+            cleared: self.cleared.clone(),
+            ..StateDoc::default()
+        }
+    }
+
+    pub(super) fn digest(&self) -> Option<&str> {
+        match &self.manifest {
+            ManifestState::Loaded(id) => Some(&id.digest),
+            _ => None,
+        }
+    }
+}

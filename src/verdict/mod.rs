@@ -1,0 +1,33 @@
+//! The verdict: one explicit state machine and the types around it.
+//!
+//! PURE: no filesystem, no network, no clock of its own (time comes from a
+//! [`crate::clock::Clock`] passed in). The daemon feeds it events and
+//! carries out its actions; `signal` and `telemetry` use its types
+//! (episodes, typed reasons) without reaching into the daemon.
+//!
+//! - [`machine`]: the state machine (events in, actions and timers out);
+//! - [`apply`]: how scan outcomes change it;
+//! - [`view`]: the verdict and its reason as shown;
+//! - [`findings`]: the current findings with exact counts;
+//! - [`timers`]: debounce, backoff, the rescan schedule;
+//! - [`episode`]: the drift latch, the unknown period, the state document,
+//!   idempotency keys, signal requests;
+//! - [`reason`]: the typed reasons and their labels.
+
+mod apply;
+pub mod episode;
+pub mod findings;
+pub mod machine;
+pub mod reason;
+pub mod timers;
+pub mod view;
+
+pub use machine::{
+    Action, Loaded, Machine, ManifestFailure, ManifestId, Report, Restored, ScanId, ScanOutcome,
+    Settings,
+};
+pub use reason::{ManifestProblem, RescanReason, ScanKind, ScanResult, SignalEvent, VerdictReason};
+pub use view::View;
+
+#[cfg(test)]
+mod tests;
