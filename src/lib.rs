@@ -2,6 +2,9 @@
 //!
 //! The data flows from the baked image to the verdict:
 //!
+//! - [`spec`]: the TOML table reader under every config table: each key
+//!   declared once, every error with its dotted key (at the bottom: it
+//!   imports nothing of the crate).
 //! - [`config`]: TOML text -> validated [`config::Config`], every error at once.
 //! - [`policy`] (pure): which paths are checked and which attributes.
 //! - [`manifest`] (pure): the versioned, signed on-disk format, its
@@ -14,7 +17,8 @@
 //!   persist, shut down.
 //! - [`telemetry`]: metric definitions in one place and the HTTP endpoints.
 //! - [`signal`]: control-plane backends behind one trait, a durable outbox
-//!   and retries.
+//!   and retries; one file per backend, registered in
+//!   [`signal::backend::BACKENDS`] (its config keys included).
 //! - [`cli`]: one file per subcommand; the only place that prints.
 //!
 //! `manifest` and `policy` touch no filesystem and no clock; `scan` and
@@ -30,5 +34,6 @@ pub mod manifest;
 pub mod policy;
 pub mod scan;
 pub mod signal;
+pub mod spec;
 pub mod telemetry;
 pub mod watch;
