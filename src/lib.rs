@@ -5,6 +5,8 @@
 //! holds the house to it):
 //!
 //! - [`clock`], [`fsutil`]: time and jitter behind one trait; atomic writes.
+//! - [`spec`]: the TOML table reader under every config table: each key
+//!   declared once, every error with its dotted key.
 //! - [`policy`] (pure): which paths are checked and which attributes.
 //! - [`manifest`] (pure): the versioned, signed on-disk format, its
 //!   entries, the path codec, and the comparison of entries into findings.
@@ -18,9 +20,10 @@
 //! - [`telemetry`]: metric definitions in one place, `/status`, the HTTP
 //!   endpoints.
 //! - [`signal`]: control-plane backends behind one trait, a durable outbox
-//!   and retries.
+//!   and retries; one file per backend, registered in
+//!   [`signal::backend::BACKENDS`] (its config keys included).
 //! - [`config`]: TOML text -> validated [`config::Config`], every error at
-//!   once.
+//!   once; `[[signal]]` tables are dispatched to their backend by `type`.
 //! - [`daemon`]: `driftd run`, IO around the verdict machine.
 //! - [`cli`]: one file per subcommand; the only place that prints.
 
@@ -34,6 +37,7 @@ pub mod manifest;
 pub mod policy;
 pub mod scan;
 pub mod signal;
+pub mod spec;
 pub mod telemetry;
 pub mod trust;
 pub mod verdict;

@@ -7,7 +7,7 @@
 
 use super::run::{listen_addr, AgentArgs};
 use super::{CliError, Format, Status};
-use crate::config::{self, BackendConfig, BackendKind, Config};
+use crate::config::{self, BackendConfig, Config};
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -107,23 +107,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         ag.state_dir = inside(img, &ag.state_dir);
         ag.trusted_keys = ag.trusted_keys.iter().map(|k| inside(img, k)).collect();
         for s in &mut cfg.signal {
-            match &mut s.kind {
-                BackendKind::Webhook {
-                    secret_file,
-                    ca_file,
-                    ..
-                } => {
-                    *secret_file = inside(img, secret_file);
-                    if let Some(c) = ca_file {
-                        *c = inside(img, c);
-                    }
-                }
-                BackendKind::Kubernetes {
-                    kubeconfig: Some(k),
-                    ..
-                } => *k = inside(img, k),
-                _ => {}
-            }
+            s.spec.rebase(img);
         }
     }
     let ag = &cfg.agent;
@@ -184,45 +168,21 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
     Ok(finish(&items, a.format))
 }
 
+/// `` `name`: kind (dry run): what preflight found `` or why it failed.
 fn check_signal(s: &BackendConfig, items: &mut Items) {
     let label = format!("`{}`", s.name);
-    if let BackendKind::Exec { command, .. } = &s.kind {
-        if let Some(prog) = command.first() {
-            if let Err(e) = executable(Path::new(prog)) {
-                items.fail("signal", format!("{label}: command {prog}: {e}"));
-                return;
-            }
-        }
-    }
-    match crate::signal::build(std::slice::from_ref(s)) {
-        Ok(b) => {
-            let kind = b.first().map(|c| c.backend.kind()).unwrap_or("?");
+    match s.spec.preflight() {
+        Ok(found) => {
             let dry = if s.dry_run { " (dry run)" } else { "" };
-            items.ok("signal", format!("{label}: {kind}{dry}"));
+            let found = if found.is_empty() {
+                found
+            } else {
+                format!(": {found}")
+            };
+            items.ok("signal", format!("{label}: {}{dry}{found}", s.spec.kind()));
         }
-        Err(e) => items.fail("signal", e),
+        Err(e) => items.fail("signal", format!("{label}: {e}")),
     }
-}
-
-/// An executable regular file (a bare name is looked up in PATH).
-fn executable(prog: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let candidates: Vec<PathBuf> = if prog.components().count() > 1 {
-        vec![prog.to_path_buf()]
-    } else {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|d| d.join(prog))
-            .collect()
-    };
-    let mut last = "not found in PATH".to_string();
-    for c in candidates {
-        match std::fs::metadata(&c) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
-            Ok(_) => last = "not an executable file".into(),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
 }
 
 fn finish(items: &Items, format: Format) -> Status {

@@ -5,9 +5,16 @@
 //! ignored), and so is a value of the wrong type or a bad glob. Absent keys
 //! take their documented defaults (`config/driftd.toml` documents each one
 //! and a test checks that the file's values are the built-in defaults).
+//!
+//! Each table is read with [`crate::spec::Table`], which declares every key
+//! where it is read. The `[[signal]]` tables belong to the backends: they
+//! are parsed by [`crate::signal::backend`], which dispatches on `type`
+//! through its registry, so nothing here knows one backend from another.
 
 use crate::policy::{Allow, CompiledPolicy, Policy, Rule};
-use serde::de::DeserializeOwned;
+use crate::signal::backend;
+pub use crate::signal::backend::BackendConfig;
+use crate::spec::Table;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,39 +54,6 @@ impl Default for SignalsConfig {
             retry_max: Duration::from_secs(600),
         }
     }
-}
-
-/// One `[[signal]]` backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendConfig {
-    /// Unique, `[a-z0-9_-]`: the metric label and the outbox directory.
-    pub name: String,
-    /// Log and count what would be sent; send nothing.
-    pub dry_run: bool,
-    pub kind: BackendKind,
-}
-
-/// The backend types and their settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendKind {
-    Webhook {
-        url: String,
-        secret_file: PathBuf,
-        ca_file: Option<PathBuf>,
-        timeout: Duration,
-    },
-    Exec {
-        command: Vec<String>,
-        timeout: Duration,
-    },
-    AwsAutoScaling {
-        should_respect_grace_period: bool,
-    },
-    Kubernetes {
-        node_name: Option<String>,
-        cordon: bool,
-        kubeconfig: Option<PathBuf>,
-    },
 }
 
 /// `[agent]`: what `driftd run` watches and where it reports.
@@ -135,32 +109,6 @@ impl Default for AgentConfig {
     }
 }
 
-/// Parse a size such as `64MiB`, `512KiB`, `1GiB`, `100MB` or `0`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 64MiB"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
-}
-
 /// `[scan]`: how scans run on this machine (not part of the policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanConfig {
@@ -205,101 +153,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Takes typed values out of one TOML table, recording errors with keys.
-struct Table<'e> {
-    key: String,
-    table: toml::Table,
-    errors: &'e mut Vec<String>,
-}
-
-impl<'e> Table<'e> {
-    fn new(key: &str, value: Option<toml::Value>, errors: &'e mut Vec<String>) -> Table<'e> {
-        let table = match value {
-            None => toml::Table::new(),
-            Some(toml::Value::Table(t)) => t,
-            Some(other) => {
-                errors.push(format!(
-                    "{key}: expected a table, found {}",
-                    other.type_str()
-                ));
-                toml::Table::new()
-            }
-        };
-        Table {
-            key: key.into(),
-            table,
-            errors,
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        if self.key.is_empty() {
-            name.into()
-        } else {
-            format!("{}.{name}", self.key)
-        }
-    }
-
-    fn take<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
-        let v = self.table.remove(name)?;
-        match v.try_into::<T>() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let key = self.path(name);
-                self.errors.push(format!("{key}: {}", e.message().trim()));
-                None
-            }
-        }
-    }
-
-    /// A duration written as text: `200ms`, `30s`, `1h 30m`.
-    fn duration(&mut self, name: &str) -> Option<Duration> {
-        let text: String = self.take(name)?;
-        match humantime::parse_duration(&text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                let key = self.path(name);
-                self.errors.push(format!(
-                    "{key}: `{text}` is not a duration like 30s or 1h ({e})"
-                ));
-                None
-            }
-        }
-    }
-
-    /// A size written as text: `64MiB`.
-    fn bytes(&mut self, name: &str) -> Option<u64> {
-        let text: String = self.take(name)?;
-        match parse_bytes(&text) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                let key = self.path(name);
-                self.errors.push(format!("{key}: {e}"));
-                None
-            }
-        }
-    }
-
-    fn raw(&mut self, name: &str) -> Option<toml::Value> {
-        self.table.remove(name)
-    }
-
-    /// Report whatever is left: unknown keys.
-    fn finish(self, known: &[&str]) {
-        for k in self.table.keys() {
-            let key = if self.key.is_empty() {
-                k.clone()
-            } else {
-                format!("{}.{k}", self.key)
-            };
-            self.errors.push(format!(
-                "{key}: unknown key (known keys here: {})",
-                known.join(", ")
-            ));
-        }
-    }
-}
-
 /// Parse config text; `origin` names the file in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let fail = |errors| ConfigError {
@@ -311,13 +164,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         .map_err(|e: toml::de::Error| fail(vec![e.to_string().trim().replace('\n', "\n    ")]))?;
     let mut errors = Vec::new();
     let defaults = Config::default();
-    let mut top = Table::new("", Some(toml::Value::Table(doc)), &mut errors);
+    let mut top = Table::root(doc, &mut errors);
     let agent_v = top.raw("agent");
     let scan_v = top.raw("scan");
     let policy_v = top.raw("policy");
     let signals_v = top.raw("signals");
     let signal_v = top.raw("signal");
-    top.finish(&["agent", "scan", "policy", "signals", "signal"]);
+    top.finish();
 
     let ds = &defaults.signals;
     let mut sg = Table::new("signals", signals_v, &mut errors);
@@ -328,14 +181,8 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         retry_initial: sg.duration("retry_initial").unwrap_or(ds.retry_initial),
         retry_max: sg.duration("retry_max").unwrap_or(ds.retry_max),
     };
-    sg.finish(&[
-        "host_id",
-        "on_unknown",
-        "unknown_grace",
-        "retry_initial",
-        "retry_max",
-    ]);
-    let signal = parse_backends(signal_v, &mut errors);
+    sg.finish();
+    let signal = backend::parse(signal_v, &mut errors);
 
     let da = &defaults.agent;
     let mut ag = Table::new("agent", agent_v, &mut errors);
@@ -362,21 +209,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             .take("status_findings_limit")
             .unwrap_or(da.status_findings_limit),
     };
-    ag.finish(&[
-        "root",
-        "manifest",
-        "trusted_keys",
-        "allow_unsigned",
-        "state_dir",
-        "listen",
-        "watch",
-        "debounce",
-        "confirm_delay",
-        "full_scan_interval",
-        "full_scan_jitter",
-        "read_rate_limit",
-        "status_findings_limit",
-    ]);
+    ag.finish();
     if agent.listen.parse::<std::net::SocketAddr>().is_err() {
         errors.push(format!(
             "agent.listen: `{}` is not an address like 127.0.0.1:9847 or [::]:9847",
@@ -391,46 +224,31 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let threads = scan
         .take::<usize>("threads")
         .unwrap_or(defaults.scan.threads);
-    scan.finish(&["threads"]);
+    scan.finish();
 
     let mut pol = Table::new("policy", policy_v, &mut errors);
     let d = &defaults.policy;
     let exclude = pol.take("exclude").unwrap_or_else(|| d.exclude.clone());
     let one_file_system = pol.take("one_file_system").unwrap_or(d.one_file_system);
-    let rules_v = pol.raw("rules");
+    let rule_items = pol.tables("rules");
     let allow_v = pol.raw("allow");
-    pol.finish(&["exclude", "one_file_system", "rules", "allow"]);
+    pol.finish();
 
     let mut rules = Vec::new();
-    match rules_v {
-        None => {}
-        Some(toml::Value::Array(items)) => {
-            for (i, item) in items.into_iter().enumerate() {
-                let key = format!("policy.rules[{i}]");
-                let mut t = Table::new(&key, Some(item), &mut errors);
-                let paths = t.take::<Vec<String>>("paths");
-                let attributes = t.take::<Vec<String>>("attributes");
-                let missing: Vec<&str> = [
-                    ("paths", paths.is_none()),
-                    ("attributes", attributes.is_none()),
-                ]
-                .iter()
-                .filter(|(_, m)| *m)
-                .map(|(n, _)| *n)
-                .collect();
-                t.finish(&["paths", "attributes"]);
-                for m in missing {
-                    errors.push(format!("{key}.{m}: required"));
-                }
-                if let (Some(paths), Some(attributes)) = (paths, attributes) {
-                    rules.push(Rule { paths, attributes });
-                }
-            }
+    for (key, item) in rule_items {
+        let mut t = Table::new(&key, Some(item), &mut errors);
+        let paths = t.take::<Vec<String>>("paths");
+        let attributes = t.take::<Vec<String>>("attributes");
+        if paths.is_none() {
+            t.error("paths", "required");
         }
-        Some(other) => errors.push(format!(
-            "policy.rules: expected an array of tables ([[policy.rules]]), found {}",
-            other.type_str()
-        )),
+        if attributes.is_none() {
+            t.error("attributes", "required");
+        }
+        t.finish();
+        if let (Some(paths), Some(attributes)) = (paths, attributes) {
+            rules.push(Rule { paths, attributes });
+        }
     }
 
     let mut allow = Table::new("policy.allow", allow_v, &mut errors);
@@ -440,7 +258,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let may_appear = allow
         .take("may_appear")
         .unwrap_or_else(|| d.allow.may_appear.clone());
-    allow.finish(&["content_may_differ", "may_appear"]);
+    allow.finish();
 
     let policy = Policy {
         exclude,
@@ -467,156 +285,6 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(fail(errors))
     }
-}
-
-/// A backend with its own timeouts must not accept one that does nothing.
-fn no_timeout(key: &str, timeout: Option<Duration>, errors: &mut Vec<String>) {
-    if timeout.is_some() {
-        errors.push(format!(
-            "{key}.timeout: not used by this backend (it has its own timeouts)"
-        ));
-    }
-}
-
-fn parse_backends(value: Option<toml::Value>, errors: &mut Vec<String>) -> Vec<BackendConfig> {
-    let items = match value {
-        None => return Vec::new(),
-        Some(toml::Value::Array(items)) => items,
-        Some(other) => {
-            errors.push(format!(
-                "signal: expected an array of tables ([[signal]]), found {}",
-                other.type_str()
-            ));
-            return Vec::new();
-        }
-    };
-    let mut out: Vec<BackendConfig> = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let key = format!("signal[{i}]");
-        let mut t = Table::new(&key, Some(item), errors);
-        let kind_name: Option<String> = t.take("type");
-        let name: Option<String> = t.take("name");
-        let dry_run = t.take("dry_run").unwrap_or(false);
-        let timeout = t.duration("timeout");
-        let kind = match kind_name.as_deref() {
-            Some("webhook") => {
-                let url: Option<String> = t.take("url");
-                let secret_file: Option<PathBuf> = t.take("secret_file");
-                let ca_file = t.take("ca_file");
-                t.finish(&[
-                    "type",
-                    "name",
-                    "dry_run",
-                    "timeout",
-                    "url",
-                    "secret_file",
-                    "ca_file",
-                ]);
-                match (url, secret_file) {
-                    (Some(url), Some(secret_file)) => Some(BackendKind::Webhook {
-                        url,
-                        secret_file,
-                        ca_file,
-                        timeout: timeout.unwrap_or(Duration::from_secs(10)),
-                    }),
-                    (url, _) => {
-                        errors.push(format!(
-                            "{key}.{}: required for a webhook (the secret is read from a file, never written inline)",
-                            if url.is_none() { "url" } else { "secret_file" }
-                        ));
-                        None
-                    }
-                }
-            }
-            Some("exec") => {
-                let command: Option<Vec<String>> = t.take("command");
-                t.finish(&["type", "name", "dry_run", "timeout", "command"]);
-                match command {
-                    Some(c) if !c.is_empty() => Some(BackendKind::Exec {
-                        command: c,
-                        timeout: timeout.unwrap_or(Duration::from_secs(60)),
-                    }),
-                    _ => {
-                        errors.push(format!(
-                            "{key}.command: required, a non-empty argv list (no shell)"
-                        ));
-                        None
-                    }
-                }
-            }
-            Some("aws-autoscaling") => {
-                let respect = t.take("should_respect_grace_period").unwrap_or(false);
-                t.finish(&[
-                    "type",
-                    "name",
-                    "dry_run",
-                    "timeout",
-                    "should_respect_grace_period",
-                ]);
-                no_timeout(&key, timeout, errors);
-                Some(BackendKind::AwsAutoScaling {
-                    should_respect_grace_period: respect,
-                })
-            }
-            Some("kubernetes") => {
-                let node_name = t.take("node_name");
-                let cordon = t.take("cordon").unwrap_or(false);
-                let kubeconfig = t.take("kubeconfig");
-                t.finish(&[
-                    "type",
-                    "name",
-                    "dry_run",
-                    "timeout",
-                    "node_name",
-                    "cordon",
-                    "kubeconfig",
-                ]);
-                no_timeout(&key, timeout, errors);
-                Some(BackendKind::Kubernetes {
-                    node_name,
-                    cordon,
-                    kubeconfig,
-                })
-            }
-            Some(other) => {
-                errors.push(format!(
-                    "{key}.type: unknown backend `{other}` (webhook, exec, aws-autoscaling, kubernetes)"
-                ));
-                None
-            }
-            None => {
-                errors.push(format!(
-                    "{key}.type: required (webhook, exec, aws-autoscaling, kubernetes)"
-                ));
-                None
-            }
-        };
-        let name = name.unwrap_or_else(|| kind_name.clone().unwrap_or_default());
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            errors.push(format!("{key}.name: `{name}` must be non-empty [a-z0-9_-]"));
-        } else if seen.contains(&name) {
-            errors.push(format!(
-                "{key}.name: `{name}` is used twice; give each backend its own name"
-            ));
-        } else {
-            // Every valid name, also of backends with other errors, so one
-            // run reports a clash with them too.
-            seen.push(name.clone());
-        }
-        if let Some(kind) = kind {
-            out.push(BackendConfig {
-                name,
-                dry_run,
-                kind,
-            });
-        }
-    }
-    out
 }
 
 /// Read and parse a config file.
@@ -656,14 +324,24 @@ mod tests {
     fn example_configs_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
         let mut n = 0;
+        let mut kinds = std::collections::BTreeSet::new();
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "toml") {
-                load(&p).unwrap_or_else(|e| panic!("{e}"));
+                let cfg = load(&p).unwrap_or_else(|e| panic!("{e}"));
+                kinds.extend(cfg.signal.iter().map(|b| b.spec.kind()));
                 n += 1;
             }
         }
         assert!(n >= 5, "examples missing from {}", dir.display());
+        for t in backend::BACKENDS {
+            assert!(
+                kinds.contains(t.name),
+                "no example in {} uses the `{}` backend",
+                dir.display(),
+                t.name
+            );
+        }
     }
 
     #[test]
@@ -683,17 +361,17 @@ mod tests {
             .join("\n");
         let cfg = parse(&uncommented, Path::new("driftd.toml"))
             .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        let kinds: Vec<&str> = cfg
-            .signal
-            .iter()
-            .map(|b| match b.kind {
-                BackendKind::Webhook { .. } => "webhook",
-                BackendKind::Exec { .. } => "exec",
-                BackendKind::AwsAutoScaling { .. } => "aws",
-                BackendKind::Kubernetes { .. } => "kube",
-            })
-            .collect();
-        assert_eq!(kinds, ["webhook", "aws", "kube", "exec"]);
+        let kinds: Vec<&str> = cfg.signal.iter().map(|b| b.spec.kind()).collect();
+        assert_eq!(kinds, ["webhook", "aws-autoscaling", "kubernetes", "exec"]);
+        // Every registered backend is documented there, once.
+        let mut documented = kinds.clone();
+        documented.sort_unstable();
+        let mut registered: Vec<&str> = backend::BACKENDS.iter().map(|t| t.name).collect();
+        registered.sort_unstable();
+        assert_eq!(
+            documented, registered,
+            "config/driftd.toml vs signal::backend::BACKENDS"
+        );
     }
 
     fn is_setting(t: &str) -> bool {
@@ -723,7 +401,8 @@ mod tests {
         for needle in [
             "scan.threads:",
             "scan.thread: unknown key",
-            "policy.exlude: unknown key",
+            // As the README shows it: the known keys in the order read.
+            "policy.exlude: unknown key (known keys here: exclude, one_file_system, rules, allow)",
             "policy.exclude[0]: pattern `relative/path` must be an absolute path",
             "policy.rules[0].attributes: unknown attribute `colour`",
             "policy.rules[1].paths: required",

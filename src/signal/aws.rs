@@ -17,40 +17,112 @@
 //! does no harm. A failure reports the AWS error code and message (e.g.
 //! `AccessDenied`, `SignatureDoesNotMatch`) and is retried by the
 //! dispatcher; credentials never appear in it.
+//!
+//! Config: `should_respect_grace_period` (default false); no `timeout` (a
+//! send is bounded by its own). The config is read in every build; the
+//! client needs the cargo feature `aws`, and without it `driftd validate`
+//! and `driftd run` refuse the backend.
 
-use super::{Backend, SendFuture, Signal};
-use aws_config::imds;
-use aws_config::provider_config::ProviderConfig;
-use aws_config::BehaviorVersion;
+#[cfg(not(feature = "aws"))]
+use super::backend::without_feature;
+#[cfg(feature = "aws")]
+use super::backend::SendFuture;
+use super::backend::{Backend, BackendSpec, BackendType};
+#[cfg(feature = "aws")]
+use super::Signal;
+use crate::spec::Table;
+#[cfg(feature = "aws")]
+use aws_config::{imds, provider_config::ProviderConfig, BehaviorVersion};
+#[cfg(feature = "aws")]
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+#[cfg(feature = "aws")]
 use aws_sdk_autoscaling::operation::RequestId;
+#[cfg(feature = "aws")]
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use std::time::Duration;
+#[cfg(feature = "aws")]
 use tokio::sync::OnceCell;
+
+/// `type = "aws-autoscaling"`.
+pub static TYPE: BackendType = BackendType {
+    name: "aws-autoscaling",
+    timeout: None,
+    example: "",
+    parse,
+};
+
+/// The Auto Scaling backend's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoScalingSpec {
+    /// Let the group's health check grace period delay the replacement.
+    pub should_respect_grace_period: bool,
+}
+
+fn parse(t: &mut Table<'_>, _timeout: Duration) -> Option<Box<dyn BackendSpec>> {
+    Some(Box::new(AutoScalingSpec {
+        should_respect_grace_period: t.take("should_respect_grace_period").unwrap_or(false),
+    }))
+}
+
+impl BackendSpec for AutoScalingSpec {
+    fn kind(&self) -> &'static str {
+        TYPE.name
+    }
+
+    /// Nothing is read before the first send: the feature is all.
+    #[cfg(feature = "aws")]
+    fn preflight(&self) -> Result<String, String> {
+        Ok(String::new())
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn preflight(&self) -> Result<String, String> {
+        Err(without_feature("aws"))
+    }
+
+    #[cfg(feature = "aws")]
+    fn build(&self, name: &str) -> Result<Box<dyn Backend>, String> {
+        Ok(Box::new(AutoScaling::new(
+            name,
+            self.should_respect_grace_period,
+        )))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn build(&self, _name: &str) -> Result<Box<dyn Backend>, String> {
+        Err(without_feature("aws"))
+    }
+}
 
 /// The longest one send may take, metadata look-ups and SDK retries
 /// included (the dispatcher sends one item at a time, so a hung request
 /// must not stall the others).
+#[cfg(feature = "aws")]
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[cfg(feature = "aws")]
 const NO_REGION: &str = "no AWS region: none in the environment (AWS_REGION), \
                          the shared config or the instance metadata service";
 
 /// The health status that makes the group replace the instance.
+#[cfg(feature = "aws")]
 const UNHEALTHY: &str = "Unhealthy";
 
 /// What the first successful send found out.
+#[cfg(feature = "aws")]
 struct Ready {
     client: aws_sdk_autoscaling::Client,
     instance_id: String,
 }
 
+#[cfg(feature = "aws")]
 pub struct AutoScaling {
     name: String,
     should_respect_grace_period: bool,
     ready: OnceCell<Ready>,
 }
 
+#[cfg(feature = "aws")]
 impl AutoScaling {
     /// No IO here: the metadata service is asked on the first send.
     pub fn new(name: &str, should_respect_grace_period: bool) -> AutoScaling {
@@ -136,6 +208,7 @@ impl AutoScaling {
 /// (request id ...)` when AWS answered, else the error's chain (no
 /// answer: connection, timeout, credentials). Neither holds credentials:
 /// the SDK never puts them in errors and AWS never echoes them.
+#[cfg(feature = "aws")]
 fn describe_error<E>(e: &SdkError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -170,6 +243,7 @@ where
 
 /// The text of the first `<tag>` element of an XML document (entities of
 /// the five predefined kinds decoded, at most 300 characters).
+#[cfg(feature = "aws")]
 fn xml_text(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = xml.find(&open)? + open.len();
@@ -184,6 +258,7 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.chars().take(300).collect())
 }
 
+#[cfg(feature = "aws")]
 impl Backend for AutoScaling {
     fn name(&self) -> &str {
         &self.name
@@ -202,6 +277,29 @@ impl Backend for AutoScaling {
 mod tests {
     use super::*;
 
+    fn spec(respect: bool) -> AutoScalingSpec {
+        AutoScalingSpec {
+            should_respect_grace_period: respect,
+        }
+    }
+
+    #[cfg(not(feature = "aws"))]
+    #[test]
+    fn without_the_feature_the_config_is_read_but_refused() {
+        let msg = "this driftd was built without the `aws` feature";
+        assert_eq!(spec(true).preflight().unwrap_err(), msg);
+        assert_eq!(spec(true).build("asg").err().unwrap(), msg);
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn build_does_no_io() {
+        assert!(spec(true).preflight().is_ok());
+        let b = spec(true).build("asg").unwrap();
+        assert_eq!((b.name(), b.kind()), ("asg", "aws-autoscaling"));
+    }
+
+    #[cfg(feature = "aws")]
     #[test]
     fn new_does_no_io() {
         // Outside any runtime and with no metadata service: must not block
@@ -213,6 +311,7 @@ mod tests {
         assert!(b.ready.get().is_none());
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn error_code_and_message_from_either_xml_shape() {
         // awsQuery, as AWS answers.

@@ -5,11 +5,86 @@
 //! `DRIFTD_IMAGE_ID`, `DRIFTD_MANIFEST_DIGEST`, `DRIFTD_FINDINGS_TOTAL`,
 //! `DRIFTD_FIRST_DETECTED`) and, as JSON, on standard input. Exit 0 is
 //! success; anything else (or the timeout) is retried.
+//!
+//! Config: `command` (required, a non-empty argv list), `timeout` (default
+//! 60s; the command is killed then).
 
-use super::{Backend, SendFuture, Signal};
+use super::backend::{Backend, BackendSpec, BackendType, SendFuture};
+use super::Signal;
+use crate::spec::Table;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+
+/// `type = "exec"`.
+pub static TYPE: BackendType = BackendType {
+    name: "exec",
+    timeout: Some(Duration::from_secs(60)),
+    example: "command = [\"/usr/local/bin/retire-host\"]",
+    parse,
+};
+
+/// An exec backend's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecSpec {
+    /// The argv, run without a shell; never empty.
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+fn parse(t: &mut Table<'_>, timeout: Duration) -> Option<Box<dyn BackendSpec>> {
+    match t.take::<Vec<String>>("command") {
+        Some(command) if !command.is_empty() => Some(Box::new(ExecSpec { command, timeout })),
+        _ => {
+            t.error("command", "required, a non-empty argv list (no shell)");
+            None
+        }
+    }
+}
+
+impl BackendSpec for ExecSpec {
+    fn kind(&self) -> &'static str {
+        TYPE.name
+    }
+
+    /// The program exists and is executable (the one PATH would run).
+    fn preflight(&self) -> Result<String, String> {
+        let prog = self.command.first().ok_or("empty command")?;
+        let found = executable(Path::new(prog)).map_err(|e| format!("command {prog}: {e}"))?;
+        Ok(format!("runs {}", found.display()))
+    }
+
+    fn build(&self, name: &str) -> Result<Box<dyn Backend>, String> {
+        Ok(Box::new(Exec::new(
+            name,
+            self.command.clone(),
+            self.timeout,
+        )))
+    }
+}
+
+/// The executable regular file `prog` names (a bare name is looked up in
+/// PATH).
+fn executable(prog: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if prog.components().count() > 1 {
+        vec![prog.to_path_buf()]
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(prog))
+            .collect()
+    };
+    let mut last = "not found in PATH".to_string();
+    for c in candidates {
+        match std::fs::metadata(&c) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(c),
+            Ok(_) => last = "not an executable file".into(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
 
 pub struct Exec {
     name: String,
@@ -88,5 +163,29 @@ impl Backend for Exec {
 
     fn send<'a>(&'a self, signal: &'a Signal) -> SendFuture<'a> {
         Box::pin(self.run(signal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preflight_finds_the_program() {
+        let spec = |argv: &[&str]| ExecSpec {
+            command: argv.iter().map(|a| a.to_string()).collect(),
+            timeout: Duration::from_secs(1),
+        };
+        let ok = spec(&["sh", "-c", "true"]).preflight().unwrap();
+        assert!(ok.starts_with("runs /") && ok.ends_with("/sh"), "{ok}");
+        let err = spec(&["/nonexistent/retire-host"]).preflight().unwrap_err();
+        assert!(
+            err.starts_with("command /nonexistent/retire-host: "),
+            "{err}"
+        );
+        let err = spec(&["/etc"]).preflight().unwrap_err();
+        assert_eq!(err, "command /etc: not an executable file");
+        let err = spec(&["no-such-driftd-helper"]).preflight().unwrap_err();
+        assert!(err.starts_with("command no-such-driftd-helper: "), "{err}");
     }
 }

@@ -16,21 +16,109 @@
 //! The node is `node_name` from the config, else `$NODE_NAME` (the
 //! downward API's `spec.nodeName`), else the hostname, lowercased as the
 //! kubelet does. Credentials: the kubeconfig file if one is configured,
-//! else [`kube::Config::infer`] (`$KUBECONFIG` or `~/.kube/config`, then
+//! else `kube::Config::infer` (`$KUBECONFIG` or `~/.kube/config`, then
 //! the in-cluster service account). The client is built on the first send
 //! and kept; `new` does no network IO.
 //!
 //! Both patches are idempotent, so a retry after a partial failure (the
 //! condition set, the cordon refused) just does both again. driftd never
 //! sets the condition back to `False`: a drifted node is to be replaced.
+//!
+//! Config: `node_name`, `cordon` (default false), `kubeconfig`; no
+//! `timeout` (connect 10s, each request 30s). The config and the patches
+//! are compiled in every build; the client needs the cargo feature `kube`,
+//! and without it `driftd validate` and `driftd run` refuse the backend.
 
-use super::{Backend, SendFuture, Signal};
+#[cfg(not(feature = "kube"))]
+use super::backend::without_feature;
+#[cfg(feature = "kube")]
+use super::backend::SendFuture;
+use super::backend::{in_image, Backend, BackendSpec, BackendType};
+use super::Signal;
+use crate::spec::Table;
+#[cfg(feature = "kube")]
 use k8s_openapi::api::core::v1::Node;
+#[cfg(feature = "kube")]
 use kube::api::{Api, Patch, PatchParams};
+#[cfg(feature = "kube")]
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// `type = "kubernetes"`.
+pub static TYPE: BackendType = BackendType {
+    name: "kubernetes",
+    timeout: None,
+    example: "",
+    parse,
+};
+
+/// The Kubernetes backend's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConditionSpec {
+    /// Default: `$NODE_NAME`, else the hostname.
+    pub node_name: Option<String>,
+    /// Also mark the Node unschedulable.
+    pub cordon: bool,
+    /// Default: `$KUBECONFIG` or `~/.kube/config`, else the in-cluster
+    /// service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+fn parse(t: &mut Table<'_>, _timeout: Duration) -> Option<Box<dyn BackendSpec>> {
+    Some(Box::new(NodeConditionSpec {
+        node_name: t.take("node_name"),
+        cordon: t.take("cordon").unwrap_or(false),
+        kubeconfig: t.take("kubeconfig"),
+    }))
+}
+
+impl BackendSpec for NodeConditionSpec {
+    fn kind(&self) -> &'static str {
+        TYPE.name
+    }
+
+    /// The node name and the kubeconfig, as `build` reads them.
+    #[cfg(feature = "kube")]
+    fn preflight(&self) -> Result<String, String> {
+        let b = self.node_condition(TYPE.name)?;
+        Ok(format!("node {}", b.node()))
+    }
+
+    #[cfg(not(feature = "kube"))]
+    fn preflight(&self) -> Result<String, String> {
+        Err(without_feature("kube"))
+    }
+
+    fn rebase(&mut self, image_root: &Path) {
+        if let Some(k) = &mut self.kubeconfig {
+            *k = in_image(image_root, k);
+        }
+    }
+
+    #[cfg(feature = "kube")]
+    fn build(&self, name: &str) -> Result<Box<dyn Backend>, String> {
+        Ok(Box::new(self.node_condition(name)?))
+    }
+
+    #[cfg(not(feature = "kube"))]
+    fn build(&self, _name: &str) -> Result<Box<dyn Backend>, String> {
+        Err(without_feature("kube"))
+    }
+}
+
+#[cfg(feature = "kube")]
+impl NodeConditionSpec {
+    fn node_condition(&self, name: &str) -> Result<NodeCondition, String> {
+        NodeCondition::new(
+            name,
+            self.node_name.clone(),
+            self.cordon,
+            self.kubeconfig.clone(),
+        )
+    }
+}
 
 /// The condition type (and the reason when the host drifted).
 pub const CONDITION: &str = "DriftDetected";
@@ -38,15 +126,19 @@ pub const CONDITION: &str = "DriftDetected";
 /// The field manager recorded in the Node's `managedFields`.
 pub const FIELD_MANAGER: &str = "driftd";
 
+#[cfg(feature = "kube")]
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+#[cfg(feature = "kube")]
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest image id or reason quoted in the condition's message.
 const QUOTE_MAX: usize = 128;
 
 /// Longest API error message kept in an error.
+#[cfg(feature = "kube")]
 const API_MESSAGE_MAX: usize = 300;
 
+#[cfg(feature = "kube")]
 pub struct NodeCondition {
     name: String,
     node: String,
@@ -168,6 +260,7 @@ pub fn cordon_patch() -> Value {
 /// An API failure as `HTTP code (reason): message`; anything else (no
 /// connection, TLS, credentials) as kube describes it. Neither holds the
 /// bearer token: kube keeps it out of its errors.
+#[cfg(feature = "kube")]
 fn describe(e: kube::Error) -> String {
     match e {
         kube::Error::Api(r) => {
@@ -198,6 +291,7 @@ fn describe(e: kube::Error) -> String {
     }
 }
 
+#[cfg(feature = "kube")]
 impl NodeCondition {
     /// Resolve the node name and read the kubeconfig (if any); no network
     /// IO.
@@ -300,6 +394,7 @@ impl NodeCondition {
     }
 }
 
+#[cfg(feature = "kube")]
 impl Backend for NodeCondition {
     fn name(&self) -> &str {
         &self.name
@@ -351,6 +446,34 @@ mod tests {
         for good in ["node-a", "ip-10-0-0-1.ec2.internal", "0"] {
             assert_eq!(resolve_node_name(Some(good), None, None).unwrap(), good);
         }
+    }
+
+    #[test]
+    fn only_the_kubeconfig_moves_into_the_image() {
+        let mut spec = NodeConditionSpec {
+            node_name: Some("/etc/not-a-path".into()),
+            cordon: true,
+            kubeconfig: Some("/etc/driftd/kubeconfig".into()),
+        };
+        spec.rebase(Path::new("/mnt/image"));
+        assert_eq!(
+            spec.kubeconfig.as_deref(),
+            Some(Path::new("/mnt/image/etc/driftd/kubeconfig"))
+        );
+        assert_eq!(spec.node_name.as_deref(), Some("/etc/not-a-path"));
+    }
+
+    #[cfg(not(feature = "kube"))]
+    #[test]
+    fn without_the_feature_the_config_is_read_but_refused() {
+        let spec = NodeConditionSpec {
+            node_name: Some("node-a".into()),
+            cordon: false,
+            kubeconfig: None,
+        };
+        let msg = "this driftd was built without the `kube` feature";
+        assert_eq!(spec.preflight().unwrap_err(), msg);
+        assert_eq!(spec.build("k8s").err().unwrap(), msg);
     }
 
     #[test]

@@ -10,24 +10,21 @@
 //! crashes and restarts, is delivered at most once per episode and backend,
 //! and a fleet that drifts at once does not stampede the control plane.
 
-#[cfg(feature = "aws")]
 pub mod aws;
+pub mod backend;
 pub mod dispatch;
 pub mod exec;
-#[cfg(feature = "kube")]
 pub mod kubernetes;
 pub mod outbox;
 pub mod webhook;
 
 pub use crate::clock::rfc3339;
-use crate::config::{BackendConfig, BackendKind};
 use crate::manifest::diff::FindingRecord;
 use crate::verdict::episode::SignalRequest;
 use crate::verdict::SignalEvent;
+pub use backend::{build, Backend, BackendConfig, BackendSpec, Configured, SendFuture};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 pub use crate::verdict::episode::{idempotency_key, SIGNAL_FINDINGS};
 
@@ -132,81 +129,4 @@ impl Signal {
             created: rfc3339(now_unix),
         }
     }
-}
-
-/// A send in progress.
-pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
-
-/// A control-plane adapter. `send` returns a short description of the
-/// response (logged) or why it failed; every failure is retried.
-pub trait Backend: Send + Sync {
-    /// The configured name (a metric label).
-    fn name(&self) -> &str;
-    /// The backend type (`webhook`, `exec`, ...).
-    fn kind(&self) -> &'static str;
-    fn send<'a>(&'a self, signal: &'a Signal) -> SendFuture<'a>;
-}
-
-/// A configured backend and whether it only pretends.
-pub struct Configured {
-    pub backend: Box<dyn Backend>,
-    pub dry_run: bool,
-}
-
-/// Build every configured backend; errors name the backend.
-pub fn build(configs: &[BackendConfig]) -> Result<Vec<Configured>, String> {
-    let mut out = Vec::new();
-    for c in configs {
-        let backend: Box<dyn Backend> = match &c.kind {
-            BackendKind::Webhook {
-                url,
-                secret_file,
-                ca_file,
-                timeout,
-            } => Box::new(
-                webhook::Webhook::new(&c.name, url, secret_file, ca_file.as_deref(), *timeout)
-                    .map_err(|e| format!("signal `{}`: {e}", c.name))?,
-            ),
-            BackendKind::Exec { command, timeout } => {
-                Box::new(exec::Exec::new(&c.name, command.clone(), *timeout))
-            }
-            #[cfg(feature = "aws")]
-            BackendKind::AwsAutoScaling {
-                should_respect_grace_period,
-            } => Box::new(aws::AutoScaling::new(&c.name, *should_respect_grace_period)),
-            #[cfg(not(feature = "aws"))]
-            BackendKind::AwsAutoScaling { .. } => {
-                return Err(format!(
-                    "signal `{}`: this driftd was built without the `aws` feature",
-                    c.name
-                ))
-            }
-            #[cfg(feature = "kube")]
-            BackendKind::Kubernetes {
-                node_name,
-                cordon,
-                kubeconfig,
-            } => Box::new(
-                kubernetes::NodeCondition::new(
-                    &c.name,
-                    node_name.clone(),
-                    *cordon,
-                    kubeconfig.clone(),
-                )
-                .map_err(|e| format!("signal `{}`: {e}", c.name))?,
-            ),
-            #[cfg(not(feature = "kube"))]
-            BackendKind::Kubernetes { .. } => {
-                return Err(format!(
-                    "signal `{}`: this driftd was built without the `kube` feature",
-                    c.name
-                ))
-            }
-        };
-        out.push(Configured {
-            backend,
-            dry_run: c.dry_run,
-        });
-    }
-    Ok(out)
 }

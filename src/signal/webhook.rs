@@ -8,13 +8,95 @@
 //! by base64 (the Standard Webhooks form), or else the file's bytes
 //! (trimmed). TLS uses the system roots, plus `ca_file` if given. Any 2xx
 //! ends the episode; anything else is retried.
+//!
+//! Config: `url` and `secret_file` (required), `ca_file`, `timeout`
+//! (default 10s: the whole request, connecting at most 10s of it).
 
-use super::{Backend, SendFuture, Signal};
+use super::backend::{in_image, Backend, BackendSpec, BackendType, SendFuture};
+use super::Signal;
+use crate::spec::Table;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `type = "webhook"`.
+pub static TYPE: BackendType = BackendType {
+    name: "webhook",
+    timeout: Some(Duration::from_secs(10)),
+    example: "url = \"https://replacer.example.internal/driftd\"\n\
+              secret_file = \"/etc/driftd/webhook.secret\"",
+    parse,
+};
+
+/// A webhook's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSpec {
+    pub url: String,
+    /// The secret is read from a file, never written in the config.
+    pub secret_file: PathBuf,
+    /// Added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+fn parse(t: &mut Table<'_>, timeout: Duration) -> Option<Box<dyn BackendSpec>> {
+    let url: Option<String> = t.take("url");
+    let secret_file: Option<PathBuf> = t.take("secret_file");
+    let ca_file = t.take("ca_file");
+    match (url, secret_file) {
+        (Some(url), Some(secret_file)) => Some(Box::new(WebhookSpec {
+            url,
+            secret_file,
+            ca_file,
+            timeout,
+        })),
+        (url, _) => {
+            t.error(
+                if url.is_none() { "url" } else { "secret_file" },
+                "required for a webhook (the secret is read from a file, never written inline)",
+            );
+            None
+        }
+    }
+}
+
+impl WebhookSpec {
+    fn webhook(&self, name: &str) -> Result<Webhook, String> {
+        Webhook::new(
+            name,
+            &self.url,
+            &self.secret_file,
+            self.ca_file.as_deref(),
+            self.timeout,
+        )
+    }
+}
+
+impl BackendSpec for WebhookSpec {
+    fn kind(&self) -> &'static str {
+        TYPE.name
+    }
+
+    /// The URL, the secret file and the CA file, as `build` reads them.
+    fn preflight(&self) -> Result<String, String> {
+        let w = self.webhook(TYPE.name)?;
+        // The host only: the URL may carry credentials in its query.
+        Ok(format!("POST to {}", w.url.host_str().unwrap_or("?")))
+    }
+
+    fn rebase(&mut self, image_root: &Path) {
+        self.secret_file = in_image(image_root, &self.secret_file);
+        if let Some(ca) = &mut self.ca_file {
+            *ca = in_image(image_root, ca);
+        }
+    }
+
+    fn build(&self, name: &str) -> Result<Box<dyn Backend>, String> {
+        Ok(Box::new(self.webhook(name)?))
+    }
+}
 
 pub struct Webhook {
     name: String,
