@@ -194,3 +194,49 @@ fn unwatched_directories_are_covered_by_rescans() {
         pretty(&s)
     );
 }
+
+/// The watcher heals itself: with no inotify instance to be had at start
+/// (`fs.inotify.max_user_instances` reached, as on a host full of
+/// containers), the agent runs on full rescans and keeps trying to create
+/// the watcher, backing off (1 s, 2 s, ...); once it can, every directory is
+/// watched again, a full rescan covers the gap (`rescans_total{reason=
+/// "watch_restarted"}`), and events find drift within a second again.
+#[test]
+fn a_watcher_that_cannot_start_is_recreated_and_a_rescan_covers_the_gap() {
+    if skip_unless_root("lowering fs.inotify.max_user_instances") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let d = Dir::new("limits-instances");
+    d.write("/etc/a", "a\n");
+    d.mkdir("/data");
+    d.bake(&[]);
+    let mut limit = Sysctl::set("max_user_instances", 0);
+    let mut a = Launch::new(&d).start();
+    a.wait_ready();
+    let m = a.wait_metrics("clean on full scans alone", |m| m.verdict("clean") == 1.0);
+    assert_eq!(m.v("driftd_watches"), 0.0, "{m}");
+    assert!(m.v("driftd_watch_failures_total") >= 1.0, "{m}");
+    assert!(
+        a.log_text().contains("no filesystem watcher"),
+        "{}",
+        a.log_tail(20)
+    );
+    limit.restore();
+    let m = a.wait_metrics("the watcher re-created and a rescan for the gap", |m| {
+        m.rescans("watch_restarted") == 1.0 && m.v("driftd_watches") == 3.0
+    });
+    assert_eq!(m.rescans("interval"), 0.0, "{m}");
+    // The startup scan and the one covering the gap.
+    let fulls_done = a.wait_metrics("the gap rescan done", |m| m.scans_of_kind("full") == 2.0);
+    d.write("/data/evil", "x\n");
+    let m = a.wait_metrics("drift found by an event", |m| {
+        m.v("driftd_drift_detected") == 1.0
+    });
+    assert_eq!(
+        m.scans_of_kind("full"),
+        fulls_done.scans_of_kind("full"),
+        "found without another full scan:\n{m}"
+    );
+    assert!(m.v("driftd_fs_events_total") >= 1.0, "{m}");
+}

@@ -144,7 +144,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
             let m = &l.manifest;
             let trust = match l.trust.key_id() {
                 Some(k) => format!("signed by trusted key {k}"),
-                None => "unsigned (allow_unsigned)".to_string(),
+                None => "unsigned, NOT verified (allow_unsigned)".to_string(),
             };
             items.ok(
                 "manifest",

@@ -5,7 +5,7 @@
 use crate::check::{check_scope, CheckError, CheckReport};
 use crate::scan::{Pacer, ScanControl, ScanError};
 use crate::trust::{self, LoadError};
-use crate::verdict::{Restored, ScanId, ScanKind};
+use crate::verdict::{LoadKind, Restored, ScanId, ScanKind};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,7 @@ use super::state::StateStore;
 pub enum JobResult {
     Scan(ScanDone),
     Loaded {
-        at_start: bool,
+        kind: LoadKind,
         state: Box<Restored>,
         manifest: Result<trust::Loaded, LoadError>,
     },
@@ -74,7 +74,7 @@ impl Jobs {
 
     /// Read the state file, then the manifest (verified by the one trust
     /// rule), on a blocking thread.
-    pub fn load(&self, at_start: bool) {
+    pub fn load(&self, kind: LoadKind) {
         let store = self.store.clone();
         let path = self.manifest_path.clone();
         let keys = self.trusted_keys.clone();
@@ -90,7 +90,7 @@ impl Jobs {
                 },
             );
             let _ = tx.send(JobResult::Loaded {
-                at_start,
+                kind,
                 state: Box::new(state),
                 manifest,
             });

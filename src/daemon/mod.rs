@@ -20,7 +20,7 @@ use crate::signal::{Host, Signal};
 use crate::telemetry::http::Shared;
 use crate::telemetry::status::StatusDoc;
 use crate::trust;
-use crate::verdict::{Action, Loaded, Machine, Settings};
+use crate::verdict::{Action, LoadKind, Loaded, Machine, Settings};
 use jobs::{JobResult, Jobs};
 use publish::Publisher;
 use std::sync::Arc;
@@ -121,6 +121,7 @@ impl Agent {
                 }
                 self.machine.handle_watch_restarted(ok);
             }
+            Action::Reload => self.reload(LoadKind::Retry),
             Action::Report(r) => report::log(&r),
         }
     }
@@ -147,7 +148,7 @@ impl Agent {
                 self.machine.handle_scan_done(id, report::outcome(done));
             }
             JobResult::Loaded {
-                at_start,
+                kind,
                 state,
                 manifest,
             } => {
@@ -183,26 +184,28 @@ impl Agent {
                         state: *state,
                         manifest,
                     },
-                    at_start,
+                    kind,
                 );
                 if lost {
                     self.machine.handle_watch_lost();
                 }
                 if std::mem::take(&mut self.reload_again) {
-                    self.reload();
+                    self.reload(LoadKind::Reload);
                 }
             }
         }
     }
 
-    /// SIGHUP: read the state file and the manifest again (off the loop).
-    fn reload(&mut self) {
+    /// Read the state file and the manifest again, off the loop (SIGHUP,
+    /// or a retry the machine asks for). One load at a time: a SIGHUP
+    /// during a load loads again after it; a retry during one is moot.
+    fn reload(&mut self, kind: LoadKind) {
         if self.loading {
-            self.reload_again = true;
+            self.reload_again |= kind == LoadKind::Reload;
             return;
         }
         self.loading = true;
-        self.jobs.load(false);
+        self.jobs.load(kind);
     }
 
     fn on_watch(&mut self, msg: Option<crate::watch::WatchMsg>) {
@@ -295,7 +298,7 @@ pub async fn run(
     let mut sighup = signal(SignalKind::hangup())?;
     // The first load runs off the loop: the HTTP server answers (unknown)
     // meanwhile, and a SIGTERM is heard.
-    agent.jobs.load(true);
+    agent.jobs.load(LoadKind::Start);
     let mut ready = false;
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
@@ -316,7 +319,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the manifest and rescanning");
-                agent.reload();
+                agent.reload(LoadKind::Reload);
             }
             msg = agent.watcher.recv() => agent.on_watch(msg),
             Some(r) = results.recv() => agent.on_result(r),

@@ -80,7 +80,7 @@ pub fn loaded(l: &trust::Loaded) {
         image_id = %escape(m.header.image_id.as_bytes()),
         digest = %m.digest_string(),
         entries = m.entries.len(),
-        key_id = l.trust.key_id().unwrap_or("(unsigned manifest, allowed)"),
+        key_id = l.trust.key_id().unwrap_or("(unsigned manifest, NOT verified: allow_unsigned)"),
         "manifest loaded"
     );
 }

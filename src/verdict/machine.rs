@@ -95,6 +95,18 @@ pub enum Restored {
     Unusable(String),
 }
 
+/// Why the state file and the manifest were loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadKind {
+    /// At start.
+    Start,
+    /// SIGHUP: the operator asks for a reload (and a rescan).
+    Reload,
+    /// The last load could not read something (a manifest missing or
+    /// unreadable, a state file unusable): try again, quietly.
+    Retry,
+}
+
 /// A load (at start, or a reload on SIGHUP): the state file, then the
 /// manifest, each as found.
 #[derive(Debug, Clone)]
@@ -137,6 +149,9 @@ pub enum Action {
     /// Re-create the filesystem watcher; report with
     /// [`Machine::handle_watch_restarted`].
     RestartWatch,
+    /// Load the state file and the manifest again
+    /// ([`LoadKind::Retry`]), after a load that could not read them.
+    Reload,
     /// Something worth a log line.
     Report(Report),
 }
@@ -217,6 +232,13 @@ pub(super) struct Persist {
     pub retry_at: Option<Instant>,
 }
 
+/// Retrying loads that could not read the manifest or the state file.
+#[derive(Debug)]
+pub(super) struct ReloadState {
+    pub backoff: Backoff,
+    pub retry_at: Option<Instant>,
+}
+
 #[derive(Debug)]
 pub(super) struct WatchState {
     pub restarting: bool,
@@ -242,6 +264,7 @@ pub struct Machine {
     pub(super) unknown_signalled: bool,
     pub(super) persist: Persist,
     pub(super) watch: WatchState,
+    pub(super) reload: ReloadState,
     next_id: ScanId,
     pub(super) actions: VecDeque<Action>,
     changed: bool,
@@ -298,6 +321,10 @@ impl Machine {
                 backoff: Backoff::new(Duration::from_secs(1), settings.retry_max),
                 restart_at: None,
             },
+            reload: ReloadState {
+                backoff,
+                retry_at: None,
+            },
             next_id: 0,
             actions: VecDeque::new(),
             changed: true,
@@ -308,11 +335,28 @@ impl Machine {
 
     // ------------------------------------------------------------ events
 
-    /// The state file and the manifest as loaded at start (`at_start`) or
-    /// on a reload.
-    pub fn handle_loaded(&mut self, loaded: Loaded, at_start: bool) {
+    /// The state file and the manifest as loaded (at start, on SIGHUP, or
+    /// again after a load that could not read them).
+    pub fn handle_loaded(&mut self, loaded: Loaded, kind: LoadKind) {
+        let at_start = kind == LoadKind::Start;
+        // A manifest or state file that could not be read may be readable
+        // in a moment (descriptors ran out, a disk hiccup, an image not yet
+        // installed): try again, backing off. One that is corrupt or
+        // untrusted is not retried: it stays unknown until a SIGHUP.
+        let transient = matches!(loaded.state, Restored::Unusable(_))
+            || matches!(&loaded.manifest, Err(f) if matches!(
+                f.problem,
+                ManifestProblem::Missing | ManifestProblem::Unreadable
+            ));
+        if transient {
+            let delay = self.reload.backoff.next_delay();
+            self.reload.retry_at = Some(self.clock.now() + delay);
+        } else {
+            self.reload.backoff.reset();
+            self.reload.retry_at = None;
+        }
         self.apply_state(loaded.state, at_start);
-        self.apply_manifest(loaded.manifest, at_start);
+        self.apply_manifest(loaded.manifest, kind);
         if at_start && self.settings.signals {
             // A drift declared before a restart whose signal never left:
             // ask again (the outbox skips what was delivered or is pending).
@@ -441,6 +485,7 @@ impl Machine {
             self.targeted.confirm_at.filter(|_| idle),
             self.debounce.deadline().filter(|_| idle),
             self.watch.restart_at,
+            self.reload.retry_at,
             self.persist
                 .retry_at
                 .filter(|_| self.persist.wanted && !self.persist.in_flight),
@@ -535,7 +580,7 @@ impl Machine {
         }
     }
 
-    fn apply_manifest(&mut self, manifest: Result<ManifestId, ManifestFailure>, at_start: bool) {
+    fn apply_manifest(&mut self, manifest: Result<ManifestId, ManifestFailure>, kind: LoadKind) {
         let before = match &self.manifest {
             ManifestState::Loaded(id) => Some(id.digest.clone()),
             _ => None,
@@ -559,7 +604,8 @@ impl Machine {
                 }
                 if before.as_deref() != Some(id.digest.as_str()) {
                     self.forget_scans();
-                    let reason = if at_start {
+                    let first = kind == LoadKind::Retry && self.last_digest.is_none();
+                    let reason = if kind == LoadKind::Start || first {
                         RescanReason::Startup
                     } else if self.last_digest.as_ref().is_some_and(|d| *d != id.digest) {
                         RescanReason::ManifestChanged
@@ -567,7 +613,7 @@ impl Machine {
                         RescanReason::Sighup
                     };
                     self.full.requested = Some(reason);
-                } else if !at_start {
+                } else if kind == LoadKind::Reload {
                     self.request_full(RescanReason::Sighup);
                 }
                 self.last_digest = Some(id.digest.clone());
@@ -620,6 +666,10 @@ impl Machine {
         if self.full.retry_at.is_some_and(|t| now >= t) {
             self.full.retry_at = None;
             self.request_full(RescanReason::Retry);
+        }
+        if self.reload.retry_at.is_some_and(|t| now >= t) {
+            self.reload.retry_at = None;
+            self.actions.push_back(Action::Reload);
         }
         if self.watch.restart_at.is_some_and(|t| now >= t) {
             self.watch.restart_at = None;

@@ -23,8 +23,8 @@ pub mod timers;
 pub mod view;
 
 pub use machine::{
-    Action, Loaded, Machine, ManifestFailure, ManifestId, Report, Restored, ScanId, ScanOutcome,
-    Settings,
+    Action, LoadKind, Loaded, Machine, ManifestFailure, ManifestId, Report, Restored, ScanId,
+    ScanOutcome, Settings,
 };
 pub use reason::{ManifestProblem, RescanReason, ScanKind, ScanResult, SignalEvent, VerdictReason};
 pub use view::View;

@@ -86,7 +86,7 @@ impl T {
     ) -> T {
         let clock = Arc::new(ManualClock::new(unix, &[0.0]));
         let mut t = T::new(Machine::new(s, clock));
-        t.m.handle_loaded(Loaded { state, manifest }, true);
+        t.m.handle_loaded(Loaded { state, manifest }, LoadKind::Start);
         t
     }
 
@@ -213,7 +213,8 @@ impl T {
     }
 
     pub fn reload(&mut self, state: Restored, manifest: Result<ManifestId, ManifestFailure>) {
-        self.m.handle_loaded(Loaded { state, manifest }, false);
+        self.m
+            .handle_loaded(Loaded { state, manifest }, LoadKind::Reload);
     }
 
     /// The reason of the last full scan asked for (drained or not).

@@ -19,7 +19,7 @@ async fn rescans_follow_the_interval_plus_fresh_jitter() {
             state: Restored::Missing,
             manifest: Ok(id("aa")),
         },
-        true,
+        LoadKind::Start,
     );
     let (scan, _) = t.full_started();
     t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
@@ -130,4 +130,80 @@ async fn an_unusable_manifest_after_a_reload_stops_the_scans_and_keeps_the_reaso
     );
     assert_eq!(v.counts.total(), 0);
     assert!(v.message.unwrap().contains("No such file"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_manifest_that_could_not_be_read_is_loaded_again_with_backoff() {
+    let mut t = T::start(Restored::Missing, missing());
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let left = t.m.poll_timeout().unwrap() - Instant::now();
+        waits.push(left.as_secs());
+        t.advance(left).await;
+        assert!(t.drain().contains(&Action::Reload));
+        t.m.handle_loaded(
+            Loaded {
+                state: Restored::Missing,
+                manifest: missing(),
+            },
+            LoadKind::Retry,
+        );
+    }
+    assert_eq!(waits, [5, 10, 20, 40]);
+    t.advance(Duration::from_secs(80)).await;
+    assert!(t.drain().contains(&Action::Reload));
+    t.m.handle_loaded(
+        Loaded {
+            state: Restored::Missing,
+            manifest: Ok(id("aa")),
+        },
+        LoadKind::Retry,
+    );
+    assert_eq!(
+        t.full_started().1,
+        RescanReason::Startup,
+        "the first scan of this life"
+    );
+    t.advance(Duration::from_secs(600)).await;
+    assert!(
+        !t.drain().contains(&Action::Reload),
+        "no retry once it loaded"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_or_untrusted_manifest_is_not_retried_but_an_unreadable_state_file_is() {
+    let corrupt = Err(ManifestFailure {
+        problem: ManifestProblem::Signature,
+        message: "bad signature".into(),
+    });
+    let mut t = T::start(Restored::Missing, corrupt);
+    t.advance(Duration::from_secs(3600)).await;
+    assert!(!t.asked(|a| *a == Action::Reload));
+    let mut t = T::start(
+        Restored::Unusable("read state file: EMFILE".into()),
+        Ok(id("aa")),
+    );
+    let (scan, _) = t.full_started();
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    assert_eq!(
+        t.verdict(),
+        (Verdict::Unknown, VerdictReason::StateUnusable)
+    );
+    t.advance(Duration::from_secs(5)).await;
+    assert!(t.drain().contains(&Action::Reload));
+    t.m.handle_loaded(
+        Loaded {
+            state: Restored::Missing,
+            manifest: Ok(id("aa")),
+        },
+        LoadKind::Retry,
+    );
+    assert_eq!(t.verdict(), (Verdict::Clean, VerdictReason::AllChecked));
+    assert!(
+        !t.drain()
+            .iter()
+            .any(|a| matches!(a, Action::StartFullScan { .. })),
+        "a retry of the same manifest does not rescan"
+    );
 }
