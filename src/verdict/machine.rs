@@ -23,12 +23,12 @@
 //! One episode, one idempotency key: the drift latch and the start of an
 //! unknown period are persisted, so restarts and reloads keep both.
 
-use super::episode::{Clearance, DriftEpisode, SignalRequest, StateDoc, UnknownEpisode};
+use super::episode::{Clearance, DriftEpisode, StateDoc, UnknownEpisode};
+pub use super::events::*;
 use super::findings::Findings;
-use super::reason::{ManifestProblem, RescanReason, ScanKind, VerdictReason};
+use super::reason::{ManifestProblem, RescanReason};
 use super::timers::{next_full_scan_delay, Backoff, Debouncer};
 use crate::clock::Clock;
-use crate::manifest::diff::{Finding, Verdict};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,159 +36,6 @@ use tokio::time::Instant;
 
 /// Most paths re-read to confirm drift: one confirmed path is enough.
 pub const MAX_CONFIRM_PATHS: usize = 64;
-
-/// Identifies a scan the machine asked for; outcomes of scans it no longer
-/// waits for (a manifest was replaced meanwhile) are ignored.
-pub type ScanId = u64;
-
-/// What the machine is configured with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Quiet window after a filesystem hint before the touched paths are
-    /// re-checked.
-    pub debounce: Duration,
-    /// Delay before drift is confirmed by reading again.
-    pub confirm_delay: Duration,
-    pub full_scan_interval: Duration,
-    pub full_scan_jitter: Duration,
-    /// First retry of a failed scan, doubling up to `retry_max`.
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    /// Whether a filesystem watcher is wanted (it is restarted when lost).
-    pub watch: bool,
-    /// Whether control-plane signals are configured.
-    pub signals: bool,
-    /// Signal an unknown verdict after this long (`on_unknown`).
-    pub unknown_grace: Option<Duration>,
-    /// The host id, for idempotency keys.
-    pub host_id: String,
-}
-
-impl Settings {
-    /// Retries of failed scans: 5 s doubling to 5 min.
-    pub const RETRY_INITIAL: Duration = Duration::from_secs(5);
-    pub const RETRY_MAX: Duration = Duration::from_secs(300);
-}
-
-/// The identity of a usable manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestId {
-    pub digest: String,
-    pub image_id: String,
-    pub entries: u64,
-}
-
-/// Why no manifest can be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestFailure {
-    pub problem: ManifestProblem,
-    pub message: String,
-}
-
-/// What the state file held.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Restored {
-    /// No state file.
-    Missing,
-    Found(Box<StateDoc>),
-    /// It exists but cannot be read or parsed.
-    Unusable(String),
-}
-
-/// Why the state file and the manifest were loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadKind {
-    /// At start.
-    Start,
-    /// SIGHUP: the operator asks for a reload (and a rescan).
-    Reload,
-    /// The last load could not read something (a manifest missing or
-    /// unreadable, a state file unusable): try again, quietly.
-    Retry,
-}
-
-/// A load (at start, or a reload on SIGHUP): the state file, then the
-/// manifest, each as found.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    pub state: Restored,
-    pub manifest: Result<ManifestId, ManifestFailure>,
-}
-
-/// How a scan ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ScanOutcome {
-    /// It ran: its findings (sorted or not).
-    Done(Vec<Finding>),
-    /// It could not run (the root could not be opened, ...).
-    Failed(String),
-    Cancelled,
-}
-
-/// What the machine asks the daemon to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    StartFullScan {
-        id: ScanId,
-        reason: RescanReason,
-    },
-    /// Re-check these paths (each with its subtree); `confirming` when
-    /// drift seen there is declared if it is seen again.
-    StartTargeted {
-        id: ScanId,
-        paths: Vec<Box<[u8]>>,
-        confirming: bool,
-    },
-    /// Stop a scan whose outcome is no longer wanted.
-    CancelScan {
-        id: ScanId,
-    },
-    /// Write the state file; report with [`Machine::handle_persisted`].
-    Persist(StateDoc),
-    Signal(SignalRequest),
-    /// Re-create the filesystem watcher; report with
-    /// [`Machine::handle_watch_restarted`].
-    RestartWatch,
-    /// Load the state file and the manifest again
-    /// ([`LoadKind::Retry`]), after a load that could not read them.
-    Reload,
-    /// Something worth a log line.
-    Report(Report),
-}
-
-/// Notable decisions, for the log.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Report {
-    /// A finding not seen before.
-    Finding(Finding),
-    DriftDeclared(DriftEpisode),
-    /// A latch read from the state file at start.
-    LatchRestored(DriftEpisode),
-    /// The state file held less than memory (missing, older, unreadable):
-    /// memory is written back.
-    StateRewritten,
-    /// A latch found in the state file on reload and adopted.
-    LatchAdopted(DriftEpisode),
-    /// An operator cleared the latch held (`driftd state clear`).
-    LatchCleared(Clearance),
-    /// A manifest with another digest: a new life.
-    NewImage {
-        old: String,
-        new: String,
-    },
-    ScanFailed {
-        kind: ScanKind,
-        message: String,
-        retry_in: Duration,
-    },
-    PersistFailed {
-        message: String,
-        retry_in: Duration,
-    },
-    WatchLost {
-        retry_in: Duration,
-    },
-}
 
 #[derive(Debug, Clone)]
 pub(super) enum ManifestState {
@@ -252,7 +99,7 @@ pub struct Machine {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) manifest: ManifestState,
     /// The digest of the last manifest that could be used.
-    last_digest: Option<String>,
+    pub(super) last_digest: Option<String>,
     pub(super) findings: Findings,
     pub(super) full: FullScan,
     pub(super) targeted: Targeted,
@@ -519,137 +366,6 @@ impl Machine {
         self.next_id
     }
 
-    fn apply_state(&mut self, state: Restored, at_start: bool) {
-        let memory_holds = self.latch.is_some() || self.unknown.is_some();
-        match state {
-            Restored::Unusable(message) => {
-                if self.latch.is_some() {
-                    // Memory wins: what it knows is written over the file.
-                    self.persist.wanted = true;
-                    self.report(Report::StateRewritten);
-                } else {
-                    self.state_problem = Some(message);
-                }
-            }
-            Restored::Missing => {
-                self.state_problem = None;
-                if !at_start && memory_holds {
-                    self.persist.wanted = true;
-                    self.report(Report::StateRewritten);
-                }
-            }
-            Restored::Found(doc) => {
-                self.state_problem = None;
-                let doc = *doc;
-                if at_start {
-                    if let Some(l) = &doc.declared {
-                        self.report(Report::LatchRestored(l.clone()));
-                    }
-                    self.latch = doc.declared;
-                    self.unknown = doc.unknown;
-                    self.cleared = doc.cleared;
-                    return;
-                }
-                match (&self.latch, doc.cleared) {
-                    (Some(l), Some(c)) if l.is_cleared_by(&c) => {
-                        self.latch = None;
-                        self.cleared = Some(c.clone());
-                        self.report(Report::LatchCleared(c));
-                        self.persist.wanted = true;
-                    }
-                    (Some(_), _) => {
-                        if doc.declared != self.latch || doc.unknown != self.unknown {
-                            self.persist.wanted = true;
-                            self.report(Report::StateRewritten);
-                        }
-                    }
-                    (None, c) => {
-                        if let Some(l) = doc.declared {
-                            // The file knows of drift memory does not (it
-                            // was unreadable at start): drift is drift.
-                            self.report(Report::LatchAdopted(l.clone()));
-                            self.latch = Some(l);
-                        }
-                        self.cleared = c.or(self.cleared.take());
-                        if doc.unknown != self.unknown {
-                            self.persist.wanted = true;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn apply_manifest(&mut self, manifest: Result<ManifestId, ManifestFailure>, kind: LoadKind) {
-        let before = match &self.manifest {
-            ManifestState::Loaded(id) => Some(id.digest.clone()),
-            _ => None,
-        };
-        match manifest {
-            Ok(id) => {
-                if let Some(l) = self.latch.take_if(|l| l.manifest_digest != id.digest) {
-                    self.report(Report::NewImage {
-                        old: l.manifest_digest,
-                        new: id.digest.clone(),
-                    });
-                    self.persist.wanted = true;
-                }
-                if self
-                    .unknown
-                    .take_if(|u| u.manifest_digest.as_ref() != Some(&id.digest))
-                    .is_some()
-                {
-                    self.unknown_signalled = false;
-                    self.persist.wanted = true;
-                }
-                if before.as_deref() != Some(id.digest.as_str()) {
-                    self.forget_scans();
-                    let first = kind == LoadKind::Retry && self.last_digest.is_none();
-                    let reason = if kind == LoadKind::Start || first {
-                        RescanReason::Startup
-                    } else if self.last_digest.as_ref().is_some_and(|d| *d != id.digest) {
-                        RescanReason::ManifestChanged
-                    } else {
-                        RescanReason::Sighup
-                    };
-                    self.full.requested = Some(reason);
-                } else if kind == LoadKind::Reload {
-                    self.request_full(RescanReason::Sighup);
-                }
-                self.last_digest = Some(id.digest.clone());
-                self.manifest = ManifestState::Loaded(id);
-            }
-            Err(failure) => {
-                self.forget_scans();
-                self.manifest = ManifestState::Unusable(failure);
-            }
-        }
-    }
-
-    /// A manifest was replaced (or lost): what was found against the old
-    /// one means nothing now; scans of it are cancelled and ignored.
-    fn forget_scans(&mut self) {
-        if let Some(id) = self.full.running.take() {
-            self.actions.push_back(Action::CancelScan { id });
-        }
-        if let Some((id, _, _)) = self.targeted.running.take() {
-            self.actions.push_back(Action::CancelScan { id });
-        }
-        self.findings.clear();
-        self.full.requested = None;
-        self.full.done = false;
-        self.full.failure = None;
-        self.full.retry_at = None;
-        self.full.backoff.reset();
-        self.full.touched.clear();
-        self.targeted.retry.clear();
-        self.targeted.retry_at = None;
-        self.targeted.backoff.reset();
-        self.targeted.confirm.clear();
-        self.targeted.confirm_at = None;
-        self.debounce.clear();
-    }
-
     /// Fire due timers, start what can start, persist what must be.
     fn drive(&mut self) {
         let now = self.clock.now();
@@ -740,57 +456,6 @@ impl Machine {
             paths,
             confirming,
         });
-    }
-
-    /// Start or end the unknown episode as the verdict moves.
-    fn settle_unknown(&mut self) {
-        let (verdict, reason) = self.judge();
-        match verdict {
-            Verdict::Unknown => {
-                // Waiting for a first scan or a confirmation is not yet a
-                // period of not knowing; it does not end one either.
-                let transient = matches!(
-                    reason,
-                    VerdictReason::FirstScanPending | VerdictReason::DriftUnconfirmed
-                );
-                if !transient && self.unknown.is_none() {
-                    self.unknown = Some(UnknownEpisode {
-                        since_unix: self.clock.unix(),
-                        manifest_digest: self.digest().map(str::to_string),
-                    });
-                    self.unknown_signalled = false;
-                    self.persist.wanted = true;
-                }
-            }
-            Verdict::Clean | Verdict::Drifted => {
-                if self.unknown.take().is_some() {
-                    self.unknown_signalled = false;
-                    self.persist.wanted = true;
-                }
-            }
-        }
-    }
-
-    fn unknown_deadline(&self) -> Option<Instant> {
-        let grace = self.settings.unknown_grace?;
-        let u = self.unknown.as_ref()?;
-        if !self.settings.signals || self.unknown_signalled {
-            return None;
-        }
-        let left = u.since_unix + grace.as_secs_f64() - self.clock.unix();
-        Some(self.clock.now() + Duration::from_secs_f64(left.max(0.0)))
-    }
-
-    fn signal_unknown_if_due(&mut self) {
-        let due = self
-            .unknown_deadline()
-            .is_some_and(|t| self.clock.now() >= t);
-        if due {
-            self.unknown_signalled = true;
-            if let Some(req) = self.unknown_request() {
-                self.actions.push_back(Action::Signal(req));
-            }
-        }
     }
 
     /// The state file's content: what memory holds.

@@ -6,6 +6,8 @@
 //! (episodes, typed reasons) without reaching into the daemon.
 //!
 //! - [`machine`]: the state machine (events in, actions and timers out);
+//! - [`events`]: its settings, the payloads of its events, its actions;
+//! - `load` (private): what a load of the state file and manifest changes;
 //! - [`apply`]: how scan outcomes change it;
 //! - [`view`]: the verdict and its reason as shown;
 //! - [`findings`]: the current findings with exact counts;
@@ -16,10 +18,13 @@
 
 mod apply;
 pub mod episode;
+pub mod events;
 pub mod findings;
+mod load;
 pub mod machine;
 pub mod reason;
 pub mod timers;
+mod unknown;
 pub mod view;
 
 pub use machine::{

@@ -6,7 +6,7 @@ use super::findings::Findings;
 use super::machine::{Machine, ManifestFailure, ManifestId, ManifestState};
 use super::reason::{SignalEvent, VerdictReason};
 use crate::clock::rfc3339;
-use crate::manifest::diff::{Counts, FindingRecord, Verdict};
+use crate::manifest::diff::{Counts, Verdict};
 
 /// A read-only view of the machine.
 pub struct View<'a> {
@@ -53,7 +53,7 @@ impl Machine {
         (Verdict::Unknown, reason)
     }
 
-    fn message(&self, reason: VerdictReason) -> Option<String> {
+    pub(super) fn message(&self, reason: VerdictReason) -> Option<String> {
         use VerdictReason as R;
         let n = |k: u64, what: &str| format!("{k} path{} {what}", if k == 1 { "" } else { "s" });
         Some(match reason {
@@ -148,31 +148,6 @@ impl Machine {
             counts: l.counts,
             findings_total: l.findings_total,
             findings: l.findings.iter().take(SIGNAL_FINDINGS).cloned().collect(),
-        })
-    }
-
-    /// The signal of the unknown episode under way, if any.
-    pub(super) fn unknown_request(&self) -> Option<SignalRequest> {
-        let u = self.unknown.as_ref()?;
-        let (_, reason) = self.judge();
-        let image_id = match &self.manifest {
-            ManifestState::Loaded(id) => id.image_id.clone(),
-            _ => String::new(),
-        };
-        Some(SignalRequest {
-            event: SignalEvent::VerdictUnknown,
-            manifest_digest: u.digest().to_string(),
-            image_id,
-            start_unix: u.since_unix,
-            reason: self.message(reason),
-            counts: self.findings.counts(),
-            findings_total: self.findings.counts().total(),
-            findings: self
-                .findings
-                .iter()
-                .take(SIGNAL_FINDINGS)
-                .map(FindingRecord::from)
-                .collect(),
         })
     }
 }
