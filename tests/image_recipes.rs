@@ -1189,11 +1189,13 @@ fn dockerfile_bake() -> (String, String, String) {
 #[test]
 fn dockerfile_bakes_last_with_a_build_secret() {
     let ins = dockerfile();
-    // ARG BASE, then FROM ${BASE}.
+    // ARG BASE, then FROM ${BASE}; BASE has no default (no registry is
+    // built in: the pipeline names its own base image).
     let arg_base = ins
         .iter()
         .position(|(i, r)| i == "ARG" && r.starts_with("BASE"))
         .expect("ARG BASE");
+    assert_eq!(ins[arg_base].1, "BASE", "ARG BASE must have no default");
     let from = ins.iter().position(|(i, _)| i == "FROM").expect("FROM");
     assert!(arg_base < from);
     assert_eq!(ins[from].1, "${BASE}");
