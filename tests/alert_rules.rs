@@ -166,6 +166,11 @@ const BACKENDS: [&str; 1] = ["webhook"];
 const SET_AT_RUN_TIME: [(&str, &str, &[&str]); 1] =
     [("driftd_manifest_info", "gauge", &["image_id", "digest"])];
 
+/// Why a name can be missing from the exposition, for failure messages.
+const NOT_EXPORTED: &str = "(read from Metrics::new() with register_backends; a family with \
+     labels appears only once one of its series exists: create its series in Metrics::new(), \
+     or list it in SET_AT_RUN_TIME in tests/alert_rules.rs)";
+
 /// Labels whose values are data (the build, the manifest, the config's
 /// backend names), not a bounded set the agent creates at start: a query
 /// may match any value of these.
@@ -1152,7 +1157,7 @@ fn rules_use_only_exported_metrics() {
             for m in metric_names(expr) {
                 assert!(
                     series.contains(&m),
-                    "{what} {}: `{m}` is not a metric driftd exports (nor `up`):\n{expr}",
+                    "{what} {}: `{m}` is not a metric driftd exports (nor `up`) {NOT_EXPORTED}:\n{expr}",
                     r.name
                 );
             }
@@ -1211,9 +1216,9 @@ fn rule_tests_use_the_label_sets_driftd_exports() {
                 "{series}: `{name}` has only job and instance"
             );
         } else {
-            let f = families
-                .get(name)
-                .unwrap_or_else(|| panic!("{series}: `{name}` is not a metric driftd exports"));
+            let f = families.get(name).unwrap_or_else(|| {
+                panic!("{series}: `{name}` is not a metric driftd exports {NOT_EXPORTED}")
+            });
             let want: BTreeSet<&str> = f.labels.iter().map(String::as_str).collect();
             assert_eq!(
                 own, want,
@@ -1334,7 +1339,7 @@ fn dashboard_queries_use_only_exported_metrics() {
         for m in names {
             assert!(
                 series.contains(&m),
-                "{what}: `{m}` is not a metric driftd exports (nor `up`): {expr}"
+                "{what}: `{m}` is not a metric driftd exports (nor `up`) {NOT_EXPORTED}: {expr}"
             );
             used.insert(m);
         }
