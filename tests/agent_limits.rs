@@ -4,7 +4,8 @@
 //!
 //! This is a test binary of its own so that lowering system-wide limits
 //! cannot disturb other tests; its tests take turns (a static mutex), need
-//! root (else they print SKIP), and restore every limit in a Drop guard.
+//! root (else they print SKIP, or fail under CI), and restore every limit
+//! in a Drop guard.
 //! The limits are lowered only while the agent starts: the queue length is
 //! fixed when an inotify instance is created, and the agent adds its
 //! watches before it reports READY.

@@ -8,8 +8,11 @@
 //! - the unit tests can fail: one mutation per alert (a threshold or a
 //!   `for` one step looser) must make `promtool test rules` fail;
 //! - every metric the rules, their tests and the Grafana dashboard use is
-//!   one driftd exports (names and label names parsed from
-//!   `src/telemetry/metrics.rs`), or `up`;
+//!   one driftd exports, or `up`, and every label they match or group by,
+//!   with every value they match, is one it exports: all read at run time
+//!   from the real metrics module's exposition
+//!   (`driftd::telemetry::metrics::Metrics`), so a metric added, renamed or
+//!   given a new label value there is followed here without an edit;
 //! - every alert has its labels and annotations, a RUNBOOK.md section, and
 //!   unit tests both firing and not firing.
 //!
@@ -37,7 +40,6 @@ const PROMETHEUS_CONFIG: &str = "packaging/prometheus/prometheus.yml";
 const ALERTMANAGER_CONFIG: &str = "packaging/prometheus/alertmanager.yml";
 const DASHBOARD: &str = "packaging/prometheus/grafana-dashboard.json";
 const RUNBOOK: &str = "packaging/prometheus/RUNBOOK.md";
-const METRICS_SOURCE: &str = "src/telemetry/metrics.rs";
 
 const RUNBOOK_URL: &str =
     "https://github.com/driftd/driftd/blob/main/packaging/prometheus/RUNBOOK.md#";
@@ -148,75 +150,235 @@ fn run(program: &Path, args: &[&str]) -> Output {
 }
 
 // ---------------------------------------------------------------------------
-// What driftd exports
+// What driftd exports, read from the real metrics module at run time
 
-/// Every metric family `src/telemetry/metrics.rs` registers: its name, its
-/// label names, and whether it is a histogram (exposed as `_bucket`,
-/// `_sum`, `_count`).
-#[derive(Debug)]
+/// Backend names to create the per-backend signal series for. Backend
+/// names come from the config (`[[signal]] name`), so their values are not
+/// checked; one name is enough to make the families and their label names
+/// appear.
+const BACKENDS: [&str; 1] = ["webhook"];
+
+/// Families whose only series carry run-time data (which manifest is
+/// loaded), so `Metrics::new()` cannot create them up front and a fresh
+/// rendering lacks them: (name, type, label names). Used only while the
+/// rendering lacks the family; once it has it, the rendering wins and
+/// this entry must agree with it.
+const SET_AT_RUN_TIME: [(&str, &str, &[&str]); 1] =
+    [("driftd_manifest_info", "gauge", &["image_id", "digest"])];
+
+/// Why a name can be missing from the exposition, for failure messages.
+const NOT_EXPORTED: &str = "(read from Metrics::new() with register_backends; a family with \
+     labels appears only once one of its series exists: create its series in Metrics::new(), \
+     or list it in SET_AT_RUN_TIME in tests/alert_rules.rs)";
+
+/// Labels whose values are data (the build, the manifest, the config's
+/// backend names), not a bounded set the agent creates at start: a query
+/// may match any value of these.
+const DATA_LABELS: [&str; 4] = ["version", "image_id", "digest", "backend"];
+
+/// One metric family of the exposition: its type, its label names (a
+/// histogram's `le` excluded) and every value each label takes in the
+/// series created at start.
+#[derive(Debug, Default)]
 struct Family {
-    labels: Vec<String>,
-    histogram: bool,
+    kind: String,
+    help: bool,
+    labels: BTreeSet<String>,
+    values: BTreeMap<String, BTreeSet<String>>,
 }
 
-fn exported_families() -> BTreeMap<String, Family> {
-    let src = read(METRICS_SOURCE);
-    // The unit tests at the bottom quote exposition lines, not definitions.
-    let src = src.split("#[cfg(test)]").next().unwrap_or(&src);
-    let literals: Vec<(usize, &str)> = src
-        .match_indices("\"driftd_")
-        .filter_map(|(at, _)| {
-            let rest = &src[at + 1..];
-            let name = &rest[..rest.find('"')?];
-            name.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                .then_some((at, name))
-        })
-        .collect();
-    let mut families = BTreeMap::new();
-    for (i, &(at, name)) in literals.iter().enumerate() {
-        // The definition runs from the `reg(` before the name to the next
-        // name: the metric type comes before it, the label names after.
-        let start = src[..at].rfind("reg(").unwrap_or(0);
-        let end = literals.get(i + 1).map_or(src.len(), |&(next, _)| next);
-        let before = &src[start..at];
-        let after = &src[at..end];
-        let labels = after
-            .find("&[\"")
-            .map(|open| {
-                let list = &after[open + 2..];
-                let list = &list[..list.find(']').expect("a label list ends")];
-                list.split(',')
-                    .map(|l| l.trim().trim_matches('"').to_owned())
-                    .filter(|l| !l.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let histogram = before.contains("Histogram");
-        let old = families.insert(name.to_owned(), Family { labels, histogram });
-        assert!(old.is_none(), "{name} is defined twice in {METRICS_SOURCE}");
+impl Family {
+    fn histogram(&self) -> bool {
+        self.kind == "histogram"
     }
-    // The parse must see what the README documents.
+
+    /// Whether `label` may equal `value` in a series of this family: any
+    /// value of a data label, else one the agent creates at start.
+    fn allows(&self, label: &str, value: &str) -> bool {
+        DATA_LABELS.contains(&label)
+            || self
+                .values
+                .get(label)
+                .is_some_and(|vals| vals.contains(value))
+    }
+}
+
+/// What a fresh agent exports: the Prometheus text exposition of the real
+/// metrics module (every labelled series created at start), with the
+/// signal series of [`BACKENDS`].
+fn exposition() -> String {
+    let m = driftd::telemetry::metrics::Metrics::new();
+    m.register_backends(BACKENDS);
+    m.render()
+}
+
+/// The label pairs of a sample line's `{...}` (without the braces).
+fn parse_labels(text: &str, line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("a label without `=\"` in {line:?}"));
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => panic!("a dangling escape in {line:?}"),
+                },
+                Some((_, c)) => value.push(c),
+                None => panic!("an unterminated label value in {line:?}"),
+            }
+        };
+        out.push((name.trim().trim_start_matches(',').trim().to_owned(), value));
+        rest = after[end + 1..].trim_start_matches(',').trim();
+    }
+    out
+}
+
+/// The families of a text exposition, by name.
+fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split_whitespace().next().expect("HELP names a metric");
+            families.entry(name.to_owned()).or_default().help = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let name = words.next().expect("TYPE names a metric");
+            let kind = words.next().expect("TYPE gives a type");
+            families.entry(name.to_owned()).or_default().kind = kind.to_owned();
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, labels) = match line.split_once('{') {
+            Some((series, rest)) => {
+                let close = rest
+                    .rfind('}')
+                    .unwrap_or_else(|| panic!("no `}}` in {line:?}"));
+                (series, parse_labels(&rest[..close], line))
+            }
+            None => (
+                line.split_whitespace().next().expect("a sample line"),
+                Vec::new(),
+            ),
+        };
+        // A histogram's or summary's series belong to the family they
+        // extend; every other sample names its family.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| series.strip_suffix(suffix))
+            .find(|base| {
+                families
+                    .get(*base)
+                    .is_some_and(|f| f.kind == "histogram" || f.kind == "summary")
+            })
+            .unwrap_or(series);
+        let f = families
+            .get_mut(family)
+            .unwrap_or_else(|| panic!("sample {line:?} before its # TYPE line"));
+        for (label, value) in labels {
+            if label == "le" || (label == "quantile" && f.kind == "summary") {
+                continue;
+            }
+            f.labels.insert(label.clone());
+            f.values.entry(label).or_default().insert(value);
+        }
+    }
+    families
+}
+
+#[test]
+fn exposition_parser_reads_types_labels_and_values() {
+    let text = "# HELP a_total A.\n# TYPE a_total counter\n\
+                a_total{kind=\"x\",result=\"ok\"} 0\na_total{kind=\"y\",result=\"o\\\"k\"} 1\n\
+                # HELP h_seconds H.\n# TYPE h_seconds histogram\n\
+                h_seconds_bucket{kind=\"full\",le=\"0.1\"} 0\nh_seconds_bucket{kind=\"full\",le=\"+Inf\"} 0\n\
+                h_seconds_sum{kind=\"full\"} 0\nh_seconds_count{kind=\"full\"} 0\n\
+                # HELP g G.\n# TYPE g gauge\ng 1\n";
+    let f = parse_exposition(text);
+    assert_eq!(f.keys().collect::<Vec<_>>(), ["a_total", "g", "h_seconds"]);
+    assert_eq!(f["a_total"].kind, "counter");
+    assert!(f["a_total"].allows("kind", "y") && !f["a_total"].allows("kind", "z"));
+    assert!(f["a_total"].allows("result", "o\"k"));
+    assert!(f["h_seconds"].histogram());
+    assert_eq!(f["h_seconds"].labels, BTreeSet::from(["kind".to_owned()]));
+    assert!(f["g"].labels.is_empty() && f["g"].help);
+}
+
+/// Every metric family driftd exports, read from the real metrics module.
+fn exported_families() -> BTreeMap<String, Family> {
+    let text = exposition();
+    let mut families = parse_exposition(&text);
+    for (name, f) in &families {
+        assert!(
+            name.starts_with("driftd_"),
+            "{name}: every family has the driftd_ prefix"
+        );
+        assert!(
+            f.help && !f.kind.is_empty(),
+            "{name}: no HELP or TYPE line in:\n{text}"
+        );
+    }
+    for (name, kind, labels) in SET_AT_RUN_TIME {
+        let labels: BTreeSet<String> = labels.iter().map(|l| l.to_string()).collect();
+        match families.get(name) {
+            Some(f) => assert!(
+                f.kind == kind && f.labels == labels,
+                "SET_AT_RUN_TIME says {name} is a {kind} with labels {labels:?}, but the \
+                 metrics module now renders it as a {} with {:?}: fix (or drop) the entry",
+                f.kind,
+                f.labels
+            ),
+            None => {
+                families.insert(
+                    name.to_owned(),
+                    Family {
+                        kind: kind.to_owned(),
+                        help: true,
+                        labels,
+                        values: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+    }
+    // The reading must see what the README documents.
     for (name, labels) in [
         ("driftd_build_info", &["version"][..]),
         ("driftd_drift_detected", &[]),
         ("driftd_verdict", &["verdict"]),
         ("driftd_manifest_error", &["reason"]),
-        ("driftd_manifest_info", &["image_id", "digest"]),
+        ("driftd_manifest_info", &["digest", "image_id"]),
         ("driftd_signal_requests_total", &["backend", "result"]),
         ("driftd_signal_pending", &["backend"]),
         ("driftd_watch_failures_total", &[]),
     ] {
         let f = families
             .get(name)
-            .unwrap_or_else(|| panic!("{name} not found in {METRICS_SOURCE}: {families:?}"));
-        assert_eq!(f.labels, labels, "label names of {name}");
+            .unwrap_or_else(|| panic!("{name} is not exported:\n{text}"));
+        assert_eq!(
+            f.labels.iter().collect::<Vec<_>>(),
+            labels,
+            "label names of {name}"
+        );
     }
-    assert!(families["driftd_scan_duration_seconds"].histogram);
-    assert!(!families["driftd_verdict"].histogram);
+    for verdict in ["clean", "drifted", "unknown"] {
+        assert!(families["driftd_verdict"].allows("verdict", verdict));
+    }
+    assert!(families["driftd_scan_duration_seconds"].histogram());
+    assert!(!families["driftd_verdict"].histogram());
     assert!(
         families.len() >= 20,
-        "only {} metrics parsed: {families:?}",
+        "only {} families read: {families:?}",
         families.len()
     );
     families
@@ -227,7 +389,7 @@ fn exported_families() -> BTreeMap<String, Family> {
 fn exported_series(families: &BTreeMap<String, Family>) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = PROMETHEUS_SERIES.iter().map(|s| s.to_string()).collect();
     for (name, f) in families {
-        if f.histogram {
+        if f.histogram() || f.kind == "summary" {
             for suffix in ["_bucket", "_sum", "_count"] {
                 names.insert(format!("{name}{suffix}"));
             }
@@ -236,6 +398,22 @@ fn exported_series(families: &BTreeMap<String, Family>) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// The family a series name belongs to (a histogram's `_bucket` etc.).
+fn family_of<'a>(
+    families: &'a BTreeMap<String, Family>,
+    series: &str,
+) -> Option<(&'a str, &'a Family)> {
+    if let Some((name, f)) = families.get_key_value(series) {
+        return Some((name.as_str(), f));
+    }
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .filter_map(|suffix| series.strip_suffix(suffix))
+        .find_map(|base| families.get_key_value(base))
+        .filter(|(_, f)| f.histogram() || f.kind == "summary")
+        .map(|(name, f)| (name.as_str(), f))
 }
 
 // ---------------------------------------------------------------------------
@@ -309,20 +487,88 @@ fn skip_string(chars: &[char], i: usize) -> usize {
     j + 1
 }
 
-/// The metric names selected by a PromQL expression (Grafana variables such
-/// as `$job` or `$__rate_interval` allowed): identifiers that are not
-/// functions, keywords, label names or inside strings, matchers or ranges.
-fn metric_names(expr: &str) -> Vec<String> {
+/// One label matcher of a selector: `label op "value"`.
+#[derive(Debug, PartialEq)]
+struct Matcher {
+    label: String,
+    op: String,
+    value: String,
+}
+
+/// What a PromQL expression refers to: the series it selects (each with
+/// its matchers) and the label names it groups or matches on (`by`,
+/// `without`, `on`, `ignoring`, `group_left`, `group_right`).
+#[derive(Debug, Default)]
+struct PromQl {
+    selectors: Vec<(String, Vec<Matcher>)>,
+    grouping: Vec<String>,
+}
+
+/// The label names of a parenthesised list `( a, b )`, `chars[open]`
+/// being `(`; and the index just after it.
+fn label_list(chars: &[char], open: usize) -> (Vec<String>, usize) {
+    let end = skip_balanced(chars, open, '(', ')');
+    let inner: String = chars[open + 1..end.saturating_sub(1)].iter().collect();
+    let names = inner
+        .split(',')
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    (names, end)
+}
+
+/// The matchers of `{...}`, `chars[open]` being `{`; and the index just
+/// after it.
+fn matchers(chars: &[char], open: usize) -> (Vec<Matcher>, usize) {
+    let end = skip_balanced(chars, open, '{', '}');
+    let mut out = Vec::new();
+    let mut i = open + 1;
+    while i < end.saturating_sub(1) {
+        while i < end && (chars[i].is_whitespace() || chars[i] == ',') {
+            i += 1;
+        }
+        let start = i;
+        while i < end && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+            i += 1;
+        }
+        let label: String = chars[start..i].iter().collect();
+        while i < end && chars[i].is_whitespace() {
+            i += 1;
+        }
+        let op_start = i;
+        while i < end && matches!(chars[i], '=' | '!' | '~') {
+            i += 1;
+        }
+        let op: String = chars[op_start..i].iter().collect();
+        while i < end && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if label.is_empty() || op.is_empty() || !matches!(chars.get(i), Some('"' | '\'' | '`')) {
+            break; // `{}` or something this reader does not know: stop.
+        }
+        let close = skip_string(chars, i);
+        let value: String = chars[i + 1..close - 1].iter().collect();
+        out.push(Matcher { label, op, value });
+        i = close;
+    }
+    (out, end)
+}
+
+/// What a PromQL expression refers to (Grafana variables such as `$job` or
+/// `$__rate_interval` allowed): metric names are identifiers that are not
+/// functions, keywords or label names, outside strings and ranges.
+fn promql(expr: &str) -> PromQl {
     let chars: Vec<char> = expr.chars().collect();
     let ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let mut names = Vec::new();
+    let mut out = PromQl::default();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         if matches!(c, '"' | '\'' | '`') {
             i = skip_string(&chars, i);
         } else if c == '{' {
+            // A selector without a name (`{__name__=...}`): not used here.
             i = skip_balanced(&chars, i, '{', '}');
         } else if c == '[' {
             i = skip_balanced(&chars, i, '[', ']');
@@ -360,21 +606,100 @@ fn metric_names(expr: &str) -> Vec<String> {
             let lower = word.to_ascii_lowercase();
             if PROMQL_GROUPING.contains(&lower.as_str()) {
                 if call {
-                    i = skip_balanced(&chars, next, '(', ')');
+                    let (labels, end) = label_list(&chars, next);
+                    out.grouping.extend(labels);
+                    i = end;
                 }
             } else if call
                 || PROMQL_KEYWORDS.contains(&lower.as_str())
                 || PROMQL_AGGREGATIONS.contains(&lower.as_str())
             {
                 // A function or an aggregation: its arguments come next.
+            } else if chars.get(next) == Some(&'{') {
+                let (m, end) = matchers(&chars, next);
+                out.selectors.push((word, m));
+                i = end;
             } else {
-                names.push(word);
+                out.selectors.push((word, Vec::new()));
             }
         } else {
             i += 1;
         }
     }
-    names
+    out
+}
+
+/// The metric names selected by a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    promql(expr).selectors.into_iter().map(|(n, _)| n).collect()
+}
+
+/// The label values a regular-expression matcher can match when it is a
+/// plain alternation of words (`a|b`), else `None` (not checked).
+fn regex_alternatives(value: &str) -> Option<Vec<&str>> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'|' || b == b'-')
+        .then(|| value.split('|').collect())
+}
+
+/// What is wrong with the labels `expr` uses: a matcher on a label its
+/// series does not have, a value the agent never exports for an enum
+/// label, or a grouping label no family has. Empty when all is well.
+fn label_problems(families: &BTreeMap<String, Family>, expr: &str) -> Vec<String> {
+    let q = promql(expr);
+    let mut problems = Vec::new();
+    for (series, matchers) in &q.selectors {
+        let family = family_of(families, series);
+        for m in matchers {
+            if TARGET_LABELS.contains(&m.label.as_str()) {
+                continue;
+            }
+            if PROMETHEUS_SERIES.contains(&series.as_str()) {
+                problems.push(format!("`{series}` has no label `{}`", m.label));
+                continue;
+            }
+            let Some((name, f)) = family else {
+                continue; // an unknown series is reported by the name check
+            };
+            let bucket_le = m.label == "le" && series.ends_with("_bucket");
+            if !f.labels.contains(&m.label) && !bucket_le {
+                problems.push(format!(
+                    "`{series}` has no label `{}` (driftd exports {name} with {:?})",
+                    m.label, f.labels
+                ));
+                continue;
+            }
+            if bucket_le || m.value.contains('$') || DATA_LABELS.contains(&m.label.as_str()) {
+                continue;
+            }
+            let values: Vec<&str> = match m.op.as_str() {
+                "=" | "!=" => vec![m.value.as_str()],
+                _ => regex_alternatives(&m.value).unwrap_or_default(),
+            };
+            for v in values {
+                if !f.allows(&m.label, v) {
+                    problems.push(format!(
+                        "`{series}{{{}{}\"{}\"}}`: driftd never exports {}=\"{v}\" (it has {:?})",
+                        m.label,
+                        m.op,
+                        m.value,
+                        m.label,
+                        f.values.get(&m.label).cloned().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+    for label in &q.grouping {
+        let known = TARGET_LABELS.contains(&label.as_str())
+            || label == "le"
+            || families.values().any(|f| f.labels.contains(label));
+        if !known {
+            problems.push(format!("no exported series has the label `{label}`"));
+        }
+    }
+    problems
 }
 
 #[test]
@@ -399,38 +724,118 @@ fn promql_metric_names_are_found() {
     assert_eq!(metric_names(r#"absent(up{job="a{b}"})"#), ["up"]);
 }
 
+#[test]
+fn promql_matchers_and_grouping_labels_are_found() {
+    let q = promql(
+        r#"sum by (kind, result) (rate(a_total{kind="full", result=~"ok|bad", job=~"$job"}[5m])) and on(job) b"#,
+    );
+    assert_eq!(q.grouping, ["kind", "result", "job"]);
+    assert_eq!(q.selectors.len(), 2);
+    assert_eq!(q.selectors[0].0, "a_total");
+    let m: Vec<(&str, &str, &str)> = q.selectors[0]
+        .1
+        .iter()
+        .map(|m| (m.label.as_str(), m.op.as_str(), m.value.as_str()))
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("kind", "=", "full"),
+            ("result", "=~", "ok|bad"),
+            ("job", "=~", "$job")
+        ]
+    );
+    assert_eq!(q.selectors[1], ("b".to_owned(), Vec::new()));
+}
+
+/// The label check fails when it should: a label the family lacks, a value
+/// the agent never exports, a grouping label nobody has.
+#[test]
+fn label_problems_are_found() {
+    let families = parse_exposition(
+        "# HELP v V.\n# TYPE v gauge\nv{verdict=\"clean\"} 0\nv{verdict=\"unknown\"} 0\n\
+         # HELP h H.\n# TYPE h histogram\nh_bucket{kind=\"full\",le=\"+Inf\"} 0\n\
+         h_sum{kind=\"full\"} 0\nh_count{kind=\"full\"} 0\n\
+         # HELP i I.\n# TYPE i gauge\ni{image_id=\"x\"} 1\n",
+    );
+    let ok = r#"sum by (le) (rate(h_bucket{kind="full",le="+Inf",job="d"}[5m])) and on(instance) v{verdict=~"clean|unknown"} == 1 and i{image_id="any"}"#;
+    assert_eq!(label_problems(&families, ok), Vec::<String>::new());
+    for (bad, says) in [
+        (r#"v{verdikt="clean"}"#, "no label `verdikt`"),
+        (r#"v{verdict="dirty"}"#, "never exports verdict=\"dirty\""),
+        (
+            r#"v{verdict=~"clean|dirty"}"#,
+            "never exports verdict=\"dirty\"",
+        ),
+        (
+            r#"sum by (reason) (v)"#,
+            "no exported series has the label `reason`",
+        ),
+        (r#"up{verdict="clean"}"#, "`up` has no label `verdict`"),
+    ] {
+        let p = label_problems(&families, bad);
+        assert!(
+            p.iter().any(|p| p.contains(says)),
+            "`{bad}`: no problem saying {says:?}: {p:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The rules file, read line by line (its layout is ours)
 
 #[derive(Debug)]
 struct Alert {
     name: String,
-    /// The rule's lines, from `- alert:` to the next rule.
+    /// The rule's lines, from `- alert:` (or `- record:`) to the next rule.
     text: String,
     exprs: Vec<String>,
 }
 
-fn alerts(rules: &str) -> Vec<Alert> {
+/// Every rule of the file, alerting (`- alert:`) and recording
+/// (`- record:`), with whether it is an alert.
+fn rules_of(rules: &str) -> Vec<(bool, Alert)> {
     let lines: Vec<&str> = rules.lines().collect();
-    let starts: Vec<usize> = (0..lines.len())
-        .filter(|&i| lines[i].trim_start().starts_with("- alert:"))
+    let starts: Vec<(usize, bool)> = (0..lines.len())
+        .filter_map(|i| {
+            let t = lines[i].trim_start();
+            if t.starts_with("- alert:") {
+                Some((i, true))
+            } else if t.starts_with("- record:") {
+                Some((i, false))
+            } else {
+                None
+            }
+        })
         .collect();
     let mut out = Vec::new();
-    for (n, &s) in starts.iter().enumerate() {
-        let e = starts.get(n + 1).copied().unwrap_or(lines.len());
+    for (n, &(s, alert)) in starts.iter().enumerate() {
+        let e = starts.get(n + 1).map_or(lines.len(), |&(e, _)| e);
         let block = &lines[s..e];
+        let key = if alert { "- alert:" } else { "- record:" };
         let name = block[0]
             .trim_start()
-            .trim_start_matches("- alert:")
+            .trim_start_matches(key)
             .trim()
             .to_owned();
-        out.push(Alert {
-            name,
-            text: block.join("\n"),
-            exprs: yaml_values(block, "expr"),
-        });
+        out.push((
+            alert,
+            Alert {
+                name,
+                text: block.join("\n"),
+                exprs: yaml_values(block, "expr"),
+            },
+        ));
     }
     out
+}
+
+/// The alerting rules.
+fn alerts(rules: &str) -> Vec<Alert> {
+    rules_of(rules)
+        .into_iter()
+        .filter_map(|(alert, a)| alert.then_some(a))
+        .collect()
 }
 
 /// The values of `key:` in these YAML lines, inline or a `|`/`>` block.
@@ -736,17 +1141,33 @@ fn every_alert_is_documented_labelled_and_tested() {
 #[test]
 fn rules_use_only_exported_metrics() {
     let families = exported_families();
-    let series = exported_series(&families);
+    let mut series = exported_series(&families);
     let rules = read(RULES);
-    for a in alerts(&rules) {
-        for expr in &a.exprs {
+    let all = rules_of(&rules);
+    // A recording rule's output is a series the other rules may use.
+    for (alert, r) in &all {
+        if !alert {
+            series.insert(r.name.clone());
+        }
+    }
+    for (alert, r) in &all {
+        let what = if *alert { "alert" } else { "recording rule" };
+        assert_eq!(r.exprs.len(), 1, "{what} {}: one expr:\n{}", r.name, r.text);
+        for expr in &r.exprs {
             for m in metric_names(expr) {
                 assert!(
                     series.contains(&m),
-                    "{}: `{m}` is not a metric driftd exports (nor `up`):\n{expr}",
-                    a.name
+                    "{what} {}: `{m}` is not a metric driftd exports (nor `up`) {NOT_EXPORTED}:\n{expr}",
+                    r.name
                 );
             }
+            let problems = label_problems(&families, expr);
+            assert!(
+                problems.is_empty(),
+                "{what} {}: {}\n{expr}",
+                r.name,
+                problems.join("; ")
+            );
         }
     }
     // The annotations' template queries too: any driftd_ name anywhere.
@@ -795,14 +1216,26 @@ fn rule_tests_use_the_label_sets_driftd_exports() {
                 "{series}: `{name}` has only job and instance"
             );
         } else {
-            let f = families
-                .get(name)
-                .unwrap_or_else(|| panic!("{series}: `{name}` is not a metric driftd exports"));
+            let f = families.get(name).unwrap_or_else(|| {
+                panic!("{series}: `{name}` is not a metric driftd exports {NOT_EXPORTED}")
+            });
             let want: BTreeSet<&str> = f.labels.iter().map(String::as_str).collect();
             assert_eq!(
                 own, want,
                 "{series}: driftd exports {name} with these labels"
             );
+            for kv in labels.split(',') {
+                let (label, value) = kv.split_once('=').expect("label=value");
+                let (label, value) = (label.trim(), value.trim().trim_matches('"'));
+                if TARGET_LABELS.contains(&label) {
+                    continue;
+                }
+                assert!(
+                    f.allows(label, value),
+                    "{series}: driftd never exports {label}=\"{value}\" (it has {:?})",
+                    f.values.get(label).cloned().unwrap_or_default()
+                );
+            }
         }
         seen += 1;
     }
@@ -823,7 +1256,8 @@ fn all_panels(panels: &[Value]) -> Vec<&Value> {
 
 #[test]
 fn dashboard_queries_use_only_exported_metrics() {
-    let series = exported_series(&exported_families());
+    let families = exported_families();
+    let series = exported_series(&families);
     let text = read(DASHBOARD);
     let dash: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"));
@@ -845,12 +1279,27 @@ fn dashboard_queries_use_only_exported_metrics() {
             .as_str()
             .or(v["query"].as_str())
             .expect("a query variable has a query");
-        // label_values(SELECTOR, LABEL): only the selector names a series.
+        // label_values(SELECTOR, LABEL): only the selector names a series,
+        // and LABEL must be one of its labels.
         let q = match q.strip_prefix("label_values(") {
-            Some(args) => args
-                .rsplit_once(',')
-                .map_or(args, |(sel, _)| sel)
-                .to_owned(),
+            Some(args) => {
+                let (sel, label) = args
+                    .strip_suffix(')')
+                    .and_then(|a| a.rsplit_once(','))
+                    .unwrap_or_else(|| {
+                        panic!("variable {}: label_values(SELECTOR, LABEL)", v["name"])
+                    });
+                let label = label.trim();
+                let name = metric_names(sel).into_iter().next().unwrap_or_default();
+                let has = TARGET_LABELS.contains(&label)
+                    || family_of(&families, &name).is_some_and(|(_, f)| f.labels.contains(label));
+                assert!(
+                    has,
+                    "variable {}: `{name}` has no label `{label}`",
+                    v["name"]
+                );
+                sel.to_owned()
+            }
             None => q.to_owned(),
         };
         exprs.push((format!("variable {}", v["name"]), q));
@@ -890,10 +1339,16 @@ fn dashboard_queries_use_only_exported_metrics() {
         for m in names {
             assert!(
                 series.contains(&m),
-                "{what}: `{m}` is not a metric driftd exports (nor `up`): {expr}"
+                "{what}: `{m}` is not a metric driftd exports (nor `up`) {NOT_EXPORTED}: {expr}"
             );
             used.insert(m);
         }
+        let problems = label_problems(&families, expr);
+        assert!(
+            problems.is_empty(),
+            "{what}: {}: {expr}",
+            problems.join("; ")
+        );
     }
     // The fleet view the dashboard promises.
     for (what, needle) in [

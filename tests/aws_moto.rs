@@ -1,6 +1,6 @@
 #![cfg(feature = "aws")]
 //! The `aws-autoscaling` signal backend against a real AWS API
-//! implementation: moto's server (PyPI `moto[server]`), with SigV4
+//! implementation: moto's server (the Python package `moto[server]`), with SigV4
 //! signatures and IAM policies checked. The real `driftd run` bakes, detects
 //! a tamper and calls `SetInstanceHealth`; moto records the health flag (it
 //! never replaces the instance) and a small boto3 helper reads it back.

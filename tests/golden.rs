@@ -5,10 +5,12 @@
 //!   for byte with the committed plain text. Any change to the format, the
 //!   scanner or the default policy shows up here as a diff to review.
 //!   Regenerate with `DRIFTD_BLESS=1 cargo test --test golden` (and review
-//!   the diff before committing it). Needs root (to own the files as 0:0);
-//!   skipped otherwise.
+//!   the diff before committing it). Needs root (to own the files as 0:0):
+//!   skipped otherwise, and a failure under CI (`CI` set).
 //! - `handwritten.manifest.txt`: a hand-checked manifest using every column
 //!   and every escape, parsed and compared field by field.
+
+mod common;
 
 use driftd::manifest::escape::from_hex;
 use driftd::manifest::{format, sign, Entry, FileKind, Manifest, Times, Timestamp, Xattrs};
@@ -21,10 +23,6 @@ use std::process::Command;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 // ---------------------------------------------------------------------------
@@ -193,11 +191,7 @@ fn first_difference(want: &[u8], got: &[u8]) -> String {
 
 #[test]
 fn golden_tree_bakes_to_the_committed_manifest() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED golden_tree_bakes_to_the_committed_manifest: needs root to own the \
-             tree as 0:0 (CI runs as root)"
-        );
+    if common::skip_unless_root("owning the golden tree as 0:0") {
         return;
     }
     let (tmp, root) = build_tree();
@@ -292,11 +286,7 @@ fn golden_tree_bakes_to_the_committed_manifest() {
 
 #[test]
 fn bake_is_byte_identical_whatever_the_thread_count() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED bake_is_byte_identical_whatever_the_thread_count: needs root to own \
-             the tree as 0:0 (CI runs as root)"
-        );
+    if common::skip_unless_root("owning the golden tree as 0:0") {
         return;
     }
     let (tmp, root) = build_tree();

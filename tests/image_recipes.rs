@@ -166,7 +166,7 @@ fn bake_installs_the_public_key_then_bakes_a_manifest_that_verifies_and_checks_c
     );
     let md = fs::metadata(&installed).unwrap();
     assert_eq!(md.permissions().mode() & 0o7777, 0o644);
-    if common::is_root() {
+    if !common::skip_unless_root("checking that trusted.pub is owned by 0:0") {
         assert_eq!((md.uid(), md.gid()), (0, 0));
     }
 
@@ -1189,11 +1189,13 @@ fn dockerfile_bake() -> (String, String, String) {
 #[test]
 fn dockerfile_bakes_last_with_a_build_secret() {
     let ins = dockerfile();
-    // ARG BASE, then FROM ${BASE}.
+    // ARG BASE, then FROM ${BASE}; BASE has no default (no registry is
+    // built in: the pipeline names its own base image).
     let arg_base = ins
         .iter()
         .position(|(i, r)| i == "ARG" && r.starts_with("BASE"))
         .expect("ARG BASE");
+    assert_eq!(ins[arg_base].1, "BASE", "ARG BASE must have no default");
     let from = ins.iter().position(|(i, _)| i == "FROM").expect("FROM");
     assert!(arg_base < from);
     assert_eq!(ins[from].1, "${BASE}");
@@ -1344,7 +1346,8 @@ fn mkosi_finalize_without_a_key_or_package_fails_clearly() {
 #[test]
 fn mkosi_postinst_without_the_package_fails_clearly() {
     if Path::new("/driftd-install").exists() {
-        eprintln!("SKIP: /driftd-install exists on this machine");
+        // The script looks at that absolute path (inside the image).
+        common::skip("/driftd-install exists on this machine (a leftover? remove it)");
         return;
     }
     let o = run(script_command(&mkosi_script("mkosi.postinst")).arg("final"));

@@ -10,7 +10,9 @@
 //!   (`unreadable_dir_children_are_not_reported_removed`), never after an
 //!   issue number alone;
 //! - a case that needs root calls [`skip_unless_root`] first and returns
-//!   when it says so.
+//!   when it says so; a case that cannot run for another reason calls
+//!   [`skip`]. Both fail the test instead when `CI` is set: a green CI run
+//!   means every case ran in full, never that some quietly skipped.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -53,16 +55,41 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// True when the `CI` environment variable is set: there a test that
+/// cannot do its whole job (no root, a missing tool) fails instead of
+/// skipping, so a green run means every case ran.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// The name of the running test (its thread's name).
+fn test_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_owned()
+}
+
+/// A case (or part of one) cannot run here because `why`: fail under CI,
+/// else print a SKIP line. Callers then return (or leave the part out).
+pub fn skip(why: &str) {
+    let test = test_name();
+    assert!(
+        !in_ci(),
+        "{test}: {why}; CI is set, so this fails instead of skipping"
+    );
+    eprintln!("SKIP {test}: {why} (CI fails instead)");
+}
+
 /// True (after printing why) when the test must be skipped because it
-/// needs root. Use as `if skip_unless_root("mknod") { return; }`.
+/// needs root. Use as `if skip_unless_root("mknod") { return; }`. Under CI
+/// (`CI` set) a run without root fails here instead: CI runs as root, and
+/// a root-only case that quietly skips would make a green run a lie.
 pub fn skip_unless_root(what: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!(
-        "SKIP {}: {what} needs root (tests run as root in CI)",
-        std::thread::current().name().unwrap_or("?")
-    );
+    skip(&format!(
+        "{what} needs root (euid {}); run the tests as root, as CI does",
+        rustix::process::geteuid().as_raw()
+    ));
     true
 }
 
@@ -810,23 +837,27 @@ pub fn prepare_for_nobody(dir: &Dir) -> bool {
         return false;
     }
     if setpriv().is_none() {
-        eprintln!("SKIP: setpriv (util-linux) is not installed");
+        skip("setpriv (util-linux) is not installed");
         return false;
     }
     dir.make_world_readable();
     let probe = run(driftd_as_nobody().arg("--version"));
     if probe.code != 0 {
-        eprintln!("SKIP: uid {NOBODY} cannot run {BIN} (a parent directory is not world-searchable)\n{probe}");
+        skip(&format!(
+            "uid {NOBODY} cannot run {BIN} (a parent directory is not world-searchable: \
+             put the checkout where everyone may search, e.g. not below /root)\n{probe}"
+        ));
         return false;
     }
     let probe = run(as_nobody("/bin/sh")
         .args(["-c", "test -r \"$1\" && test -x \"$1\"", "sh"])
         .arg(&dir.root));
     if probe.code != 0 {
-        eprintln!(
-            "SKIP: uid {NOBODY} cannot read {:?} (a parent directory is not world-searchable)",
+        skip(&format!(
+            "uid {NOBODY} cannot read {:?} (a parent directory is not world-searchable: \
+             put the checkout where everyone may search, e.g. not below /root)",
             dir.root
-        );
+        ));
         return false;
     }
     true
@@ -845,9 +876,9 @@ pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
             })
     });
     if found.is_none() {
-        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let test = test_name();
         assert!(
-            std::env::var_os("CI").is_none(),
+            !in_ci(),
             "{test}: `{name}` is not on PATH, but CI is set and .ci/setup installs it \
              (apt-get install --no-install-recommends {package})"
         );
