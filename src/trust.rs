@@ -236,12 +236,12 @@ mod tests {
     /// another key's public file.
     fn signed(dir: &Path) -> (Manifest, PathBuf, PathBuf) {
         let mut m = manifest();
-        let key = sign::generate().unwrap();
+        let key = sign::from_seed(&[7; 32]);
         sign::sign(&mut m, &key);
         let good = dir.join("good.pub");
         std::fs::write(&good, sign::encode_public(&key.verifying_key())).unwrap();
         let other = dir.join("other.pub");
-        let k2 = sign::generate().unwrap();
+        let k2 = sign::from_seed(&[8; 32]);
         std::fs::write(&other, sign::encode_public(&k2.verifying_key())).unwrap();
         (m, good, other)
     }

@@ -987,7 +987,7 @@ fn alertmanager_routes_pages_to_the_pager_and_the_rest_to_tickets() {
 
 /// Each mutation loosens one alert by one step (a threshold or its `for`);
 /// the unit tests' edge cases must catch every one.
-const MUTATIONS: [(&str, &str, &str); 12] = [
+const MUTATIONS: [(&str, &str, &str); 13] = [
     ("DriftdDriftDetected", "for: 0m", "for: 1m"),
     ("DriftdDriftNotRemediated", "> 1800", "> 1740"),
     (
@@ -1012,6 +1012,7 @@ const MUTATIONS: [(&str, &str, &str); 12] = [
         "driftd_signal_pending >= 0",
     ),
     ("DriftdWatchFailing", "[1h]", "[62m]"),
+    ("DriftdStatePersistFailing", "[15m]", "[17m]"),
 ];
 
 #[test]

@@ -33,7 +33,9 @@ pub fn run(a: KeygenArgs) -> Result<Status, CliError> {
             }
         }
     }
-    let key = sign::generate().map_err(|e| CliError(format!("read OS random source: {e}")))?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| CliError(format!("read OS random source: {e}")))?;
+    let key = sign::from_seed(&seed);
     super::write_atomic(&a.secret_key, sign::encode_secret(&key).as_bytes(), 0o600)?;
     super::write_atomic(
         &a.public_key,

@@ -38,11 +38,10 @@ fn message(digest: &[u8; 32]) -> Vec<u8> {
     [DOMAIN, digest.as_slice()].concat()
 }
 
-/// A new key pair from the OS random source.
-pub fn generate() -> Result<SigningKey, getrandom::Error> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed)?;
-    Ok(SigningKey::from_bytes(&seed))
+/// The key pair of a 32-byte secret seed (which `driftd keygen` draws from
+/// the OS random source: this module stays pure).
+pub fn from_seed(seed: &[u8; 32]) -> SigningKey {
+    SigningKey::from_bytes(seed)
 }
 
 pub fn encode_secret(key: &SigningKey) -> String {
