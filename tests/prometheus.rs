@@ -449,8 +449,19 @@ fn promtool_lints_real_metrics() {
     assert_lints_clean(&promtool, &d, "drifted", &drifted);
     drop(agent);
 
-    // Unknown: no usable manifest (the manifest_info family has no series).
+    // The manifest gone after a restart: the drift verdict is latched in
+    // the state file, so the host stays drifted (with the manifest error).
     let missing = d.outside("no-such-manifest");
+    let agent = Agent::start(&d, &missing);
+    let latched = agent.scrape_until("driftd_manifest_error{reason=\"missing\"}", "1");
+    assert_eq!(sample(&latched, "driftd_drift_detected"), Some("1"), "{latched}");
+    agent.wait_health(503, "drifted");
+    assert_lints_clean(&promtool, &d, "latched-manifest-missing", &latched);
+    drop(agent);
+
+    // Unknown: no usable manifest and nothing recorded (a first start: the
+    // manifest_info family has no series).
+    std::fs::remove_file(d.outside("state").join("state.json")).expect("remove state.json");
     let agent = Agent::start(&d, &missing);
     let unknown = agent.scrape_until("driftd_manifest_error{reason=\"missing\"}", "1");
     assert_eq!(
