@@ -10,7 +10,7 @@ use super::{CliError, Format, Status};
 use crate::config::{self, BackendConfig, Config};
 use clap::Args;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -70,10 +70,6 @@ impl Items {
     }
 }
 
-/// `path` as seen inside the image tree `image`.
-fn inside(image: &Path, path: &Path) -> PathBuf {
-    image.join(path.strip_prefix("/").unwrap_or(path))
-}
 
 pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
     let mut items = Items::default();
@@ -103,6 +99,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
     if let Some(img) = &a.image {
         let ag = &mut cfg.agent;
         ag.root = img.clone();
+        let inside = crate::signal::backend::in_image;
         ag.manifest = inside(img, &ag.manifest);
         ag.state_dir = inside(img, &ag.state_dir);
         ag.trusted_keys = ag.trusted_keys.iter().map(|k| inside(img, k)).collect();
