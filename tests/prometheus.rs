@@ -454,7 +454,11 @@ fn promtool_lints_real_metrics() {
     let missing = d.outside("no-such-manifest");
     let agent = Agent::start(&d, &missing);
     let latched = agent.scrape_until("driftd_manifest_error{reason=\"missing\"}", "1");
-    assert_eq!(sample(&latched, "driftd_drift_detected"), Some("1"), "{latched}");
+    assert_eq!(
+        sample(&latched, "driftd_drift_detected"),
+        Some("1"),
+        "{latched}"
+    );
     agent.wait_health(503, "drifted");
     assert_lints_clean(&promtool, &d, "latched-manifest-missing", &latched);
     drop(agent);

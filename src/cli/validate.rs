@@ -70,7 +70,6 @@ impl Items {
     }
 }
 
-
 pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
     let mut items = Items::default();
     let config_path = match (&a.agent.config, &a.image) {

@@ -141,24 +141,12 @@ async fn a_manifest_that_could_not_be_read_is_loaded_again_with_backoff() {
         waits.push(left.as_secs());
         t.advance(left).await;
         assert!(t.drain().contains(&Action::Reload));
-        t.m.handle_loaded(
-            Loaded {
-                state: Restored::Missing,
-                manifest: missing(),
-            },
-            LoadKind::Retry,
-        );
+        t.load(LoadKind::Retry, Restored::Missing, missing());
     }
     assert_eq!(waits, [5, 10, 20, 40]);
     t.advance(Duration::from_secs(80)).await;
     assert!(t.drain().contains(&Action::Reload));
-    t.m.handle_loaded(
-        Loaded {
-            state: Restored::Missing,
-            manifest: Ok(id("aa")),
-        },
-        LoadKind::Retry,
-    );
+    t.load(LoadKind::Retry, Restored::Missing, Ok(id("aa")));
     assert_eq!(
         t.full_started().1,
         RescanReason::Startup,
@@ -192,13 +180,7 @@ async fn a_corrupt_or_untrusted_manifest_is_not_retried_but_an_unreadable_state_
     );
     t.advance(Duration::from_secs(5)).await;
     assert!(t.drain().contains(&Action::Reload));
-    t.m.handle_loaded(
-        Loaded {
-            state: Restored::Missing,
-            manifest: Ok(id("aa")),
-        },
-        LoadKind::Retry,
-    );
+    t.load(LoadKind::Retry, Restored::Missing, Ok(id("aa")));
     assert_eq!(t.verdict(), (Verdict::Clean, VerdictReason::AllChecked));
     assert!(
         !t.drain()
