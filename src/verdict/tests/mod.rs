@@ -213,8 +213,16 @@ impl T {
     }
 
     pub fn reload(&mut self, state: Restored, manifest: Result<ManifestId, ManifestFailure>) {
-        self.m
-            .handle_loaded(Loaded { state, manifest }, LoadKind::Reload);
+        self.load(LoadKind::Reload, state, manifest);
+    }
+
+    pub fn load(
+        &mut self,
+        kind: LoadKind,
+        state: Restored,
+        manifest: Result<ManifestId, ManifestFailure>,
+    ) {
+        self.m.handle_loaded(Loaded { state, manifest }, kind);
     }
 
     /// The reason of the last full scan asked for (drained or not).
