@@ -185,6 +185,7 @@ impl Machine {
     /// The state file and the manifest as loaded (at start, on SIGHUP, or
     /// again after a load that could not read them).
     pub fn handle_loaded(&mut self, loaded: Loaded, kind: LoadKind) {
+        self.changed = true;
         let at_start = kind == LoadKind::Start;
         // A manifest or state file that could not be read may be readable
         // in a moment (descriptors ran out, a disk hiccup, an image not yet
@@ -263,6 +264,7 @@ impl Machine {
 
     /// A scan this machine started has ended.
     pub fn handle_scan_done(&mut self, id: ScanId, outcome: ScanOutcome) {
+        self.changed = true;
         if self.full.running == Some(id) {
             self.full.running = None;
             match outcome {
@@ -369,6 +371,7 @@ impl Machine {
     /// Fire due timers, start what can start, persist what must be.
     fn drive(&mut self) {
         let now = self.clock.now();
+        let queued = self.actions.len();
         self.settle_unknown();
         if now >= self.full.next_interval {
             self.request_full(RescanReason::Interval);
@@ -418,7 +421,11 @@ impl Machine {
             self.persist.retry_at = None;
             self.actions.push_back(Action::Persist(self.state_doc()));
         }
-        self.changed = true;
+        // Anything decided (a scan started, an episode begun, a signal) is
+        // worth showing; a hint added to the debounce window is not.
+        if self.actions.len() > queued {
+            self.changed = true;
+        }
     }
 
     fn start_scans(&mut self, now: Instant) {

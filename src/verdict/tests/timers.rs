@@ -189,3 +189,17 @@ async fn a_corrupt_or_untrusted_manifest_is_not_retried_but_an_unreadable_state_
         "a retry of the same manifest does not rescan"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_alone_changes_nothing_shown_and_a_started_recheck_does() {
+    let mut t = T::clean();
+    t.m.take_changed();
+    t.m.handle_touched(vec![p("/a")]);
+    t.m.handle_timeout();
+    assert!(!t.m.take_changed(), "nothing to publish for a hint");
+    t.advance(Duration::from_millis(200)).await;
+    assert!(t.m.take_changed(), "a re-check started");
+    let (scan, _, _) = t.targeted_started();
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    assert!(t.m.take_changed());
+}
