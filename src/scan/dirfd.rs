@@ -32,14 +32,25 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// Counts the directory descriptors a scan may still open.
 #[derive(Debug)]
 pub(super) struct Budget {
-    free: Mutex<usize>,
+    state: Mutex<Slots>,
     freed: Condvar,
+}
+
+#[derive(Debug)]
+struct Slots {
+    free: usize,
+    /// The walker is waiting: only then is a wake-up (a system call) worth
+    /// making when a slot comes back.
+    waiting: bool,
 }
 
 impl Budget {
     fn new(slots: usize) -> Arc<Budget> {
         Arc::new(Budget {
-            free: Mutex::new(slots),
+            state: Mutex::new(Slots {
+                free: slots,
+                waiting: false,
+            }),
             freed: Condvar::new(),
         })
     }
@@ -49,18 +60,21 @@ impl Budget {
     /// `HELD_DIRS + 1` slots itself (far fewer than the budget), so a slot
     /// it waits for belongs to a queued job, which a hashing thread finishes.
     fn take(self: &Arc<Self>, control: &ScanControl) -> Option<Slot> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if *free > 0 {
-                *free -= 1;
+            if st.free > 0 {
+                st.free -= 1;
+                st.waiting = false;
                 return Some(Slot(self.clone()));
             }
             if control.cancelled() {
+                st.waiting = false;
                 return None;
             }
-            free = self
+            st.waiting = true;
+            st = self
                 .freed
-                .wait_timeout(free, Duration::from_millis(50))
+                .wait_timeout(st, Duration::from_millis(50))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -73,8 +87,11 @@ struct Slot(Arc<Budget>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.freed.notify_one();
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.free += 1;
+        if st.waiting {
+            self.0.freed.notify_one();
+        }
     }
 }
 

@@ -4,11 +4,13 @@
 //! - Nothing is resolved by path but the configured root itself: every
 //!   directory below it is opened with `openat(parent, name, O_DIRECTORY |
 //!   O_NOFOLLOW)`, children are `lstat`ed with `fstatat(parent, name,
-//!   AT_SYMLINK_NOFOLLOW)`, and files are opened relative to their parent's
+//!   AT_SYMLINK_NOFOLLOW)` (a file `getdents` calls regular is opened and
+//!   `fstat`ed instead), and files are opened relative to their parent's
 //!   descriptor, so a symlink is never followed, also one swapped in for a
-//!   directory above a path mid-walk. Each directory opened is `fstat`ed and
-//!   must be the one that was listed (device and inode). A targeted scan
-//!   reaches its start the same way, one `O_NOFOLLOW` component at a time.
+//!   directory above a path mid-walk. Each directory the walk enters (or
+//!   re-opens) is `fstat`ed and must be the one it listed (device and
+//!   inode). A targeted scan reaches its start the same way, one
+//!   `O_NOFOLLOW` component at a time.
 //! - Only regular files are opened for reading, with `O_NOFOLLOW |
 //!   O_NONBLOCK | O_NOCTTY`, and the descriptor is `fstat`ed before any read:
 //!   unless it is a regular file (and the object the walk saw, when it had
@@ -34,7 +36,8 @@
 //! `O_PATH` handle in the walker and one open file per hashing thread: 33 +
 //! threads in all, so a scan keeps working in a process that something else
 //! has pushed close to its `RLIMIT_NOFILE`. The walker keeps at most
-//! [`HELD_DIRS`] ancestors open and re-opens deeper chains from the root,
+//! [`HELD_DIRS`] ancestors open and re-opens the others from where it
+//! started (the root, or a targeted start's parent) when it needs them,
 //! checking each directory again; the queue holds [`JOBS_PER_THREAD`] jobs
 //! per hashing thread.
 //!
