@@ -277,6 +277,9 @@ fn cause_of(e: Errno) -> UnreadableKind {
     match e {
         Errno::ACCESS | Errno::PERM => UnreadableKind::PermissionDenied,
         Errno::NAMETOOLONG => UnreadableKind::NameTooLong,
+        // Out of descriptors or memory: nothing wrong with the path; the
+        // check is retried (not left unknown until the next interval).
+        Errno::MFILE | Errno::NFILE | Errno::NOMEM => UnreadableKind::ScanFailed,
         _ => UnreadableKind::Other,
     }
 }

@@ -8,16 +8,29 @@ use super::reason::ScanKind;
 use crate::manifest::diff::{Finding, UnreadableKind};
 use crate::manifest::paths::in_scope;
 
+/// A path left unchecked for want of resources, to be checked again.
+fn starved(f: &Finding) -> bool {
+    f.cause == Some(UnreadableKind::ScanFailed)
+}
+
 impl Machine {
     /// A full scan finished: its findings replace everything except the
     /// paths re-checked while it ran (their results are fresher).
     pub(super) fn full_done(&mut self, findings: Vec<Finding>) {
         let touched = std::mem::take(&mut self.full.touched);
+        // Paths it could not check for want of resources (descriptors ran
+        // out): the scan is retried, backing off, as if it had failed.
+        let starved = findings.iter().any(starved);
         let new = self.findings.replace_outside(&touched, findings);
         self.full.done = true;
         self.full.failure = None;
-        self.full.backoff.reset();
-        self.full.retry_at = None;
+        if starved {
+            let delay = self.full.backoff.next_delay();
+            self.full.retry_at = Some(self.clock.now() + delay);
+        } else {
+            self.full.backoff.reset();
+            self.full.retry_at = None;
+        }
         self.full.last_done_unix = Some(self.clock.unix());
         self.report_new(new);
         if self.latch.is_none() {
@@ -53,9 +66,18 @@ impl Machine {
         findings: Vec<Finding>,
         confirming: bool,
     ) {
-        self.targeted.backoff.reset();
         if self.full.running.is_some() {
             self.full.touched.extend(scope.iter().cloned());
+        }
+        let starved: Vec<Box<[u8]>> = findings
+            .iter()
+            .filter(|f| starved(f))
+            .map(|f| f.path.clone())
+            .collect();
+        if starved.is_empty() {
+            self.targeted.backoff.reset();
+        } else {
+            self.retry_targeted(starved);
         }
         let new = self.findings.replace_in(scope, findings);
         self.report_new(new);
@@ -91,18 +113,24 @@ impl Machine {
             .collect();
         let new = self.findings.replace_in(&scope, unknown);
         self.report_new(new);
-        for p in scope {
+        let delay = self.retry_targeted(scope);
+        self.report(Report::ScanFailed {
+            kind: ScanKind::Targeted,
+            message,
+            retry_in: delay,
+        });
+    }
+
+    /// Re-check these paths after the backoff.
+    fn retry_targeted(&mut self, paths: Vec<Box<[u8]>>) -> std::time::Duration {
+        for p in paths {
             if !self.targeted.retry.contains(&p) {
                 self.targeted.retry.push(p);
             }
         }
         let delay = self.targeted.backoff.next_delay();
         self.targeted.retry_at = Some(self.clock.now() + delay);
-        self.report(Report::ScanFailed {
-            kind: ScanKind::Targeted,
-            message,
-            retry_in: delay,
-        });
+        delay
     }
 
     fn declare_from_scope(&mut self, scope: &[Box<[u8]>]) {

@@ -270,3 +270,31 @@ async fn outcomes_of_scans_of_a_replaced_manifest_are_ignored() {
     t.m.handle_scan_done(new.0, ScanOutcome::Done(vec![]));
     assert_eq!(t.verdict().0, Verdict::Clean);
 }
+
+#[tokio::test(start_paused = true)]
+async fn paths_a_scan_could_not_check_for_want_of_descriptors_are_checked_again() {
+    let starved = |p: &str| {
+        Finding::unreadable(
+            p.as_bytes(),
+            UnreadableKind::ScanFailed,
+            "cannot open: EMFILE",
+        )
+    };
+    let mut t = T::start(Restored::Missing, Ok(id("aa")));
+    let (scan, _) = t.full_started();
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![starved("/usr/x")]));
+    assert_eq!(t.verdict(), (Verdict::Unknown, VerdictReason::ScanFailed));
+    t.advance(Duration::from_secs(5)).await;
+    let (scan, reason) = t.full_started();
+    assert_eq!(reason, RescanReason::Retry);
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    assert_eq!(t.verdict().0, Verdict::Clean);
+    // A re-check that ran short retries just those paths.
+    t.recheck("/etc", vec![starved("/etc/a")], None).await;
+    assert_eq!(t.verdict(), (Verdict::Unknown, VerdictReason::ScanFailed));
+    t.advance(Duration::from_secs(5)).await;
+    let (scan, paths, _) = t.targeted_started();
+    assert_eq!(paths, vec![p("/etc/a")]);
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    assert_eq!(t.verdict().0, Verdict::Clean);
+}
