@@ -119,14 +119,24 @@ fn show(store: &StateStore, format: Format) -> Result<Status, CliError> {
     Ok(0)
 }
 
-/// Who is clearing: the invoking user behind sudo, else this user.
+/// Who is clearing: the invoking user behind sudo, else this user (by
+/// name from the environment or /etc/passwd, else by uid).
 fn operator() -> String {
     for var in ["SUDO_USER", "USER", "LOGNAME"] {
         if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             return v.to_string_lossy().into_owned();
         }
     }
-    format!("uid {}", rustix::process::getuid().as_raw())
+    let uid = rustix::process::getuid().as_raw();
+    let by_uid = |line: &str| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| t.lines().find_map(by_uid))
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn clear(store: &StateStore, reason: String) -> Result<Status, CliError> {
