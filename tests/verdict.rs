@@ -273,14 +273,21 @@ fn state_clear_is_the_explicit_way_out_and_is_applied_on_reload() {
         .assert_code(2)
         .assert_stderr_contains("--reason");
     d.remove("/etc/evil");
-    let out = common::driftd_run([
-        "state",
-        "clear",
-        "--state-dir",
-        &dir_arg,
-        "--reason",
-        "test fixture, fixed in image 2",
-    ]);
+    // Whoever runs it is recorded, by name even without $USER.
+    let out = common::run(
+        common::driftd()
+            .env_remove("USER")
+            .env_remove("LOGNAME")
+            .env_remove("SUDO_USER")
+            .args([
+                "state",
+                "clear",
+                "--state-dir",
+                &dir_arg,
+                "--reason",
+                "test fixture, fixed in image 2",
+            ]),
+    );
     out.assert_code(0);
     assert!(out.stdout_str().contains("reload"), "{out}");
     assert_eq!(a.status()["verdict"], "drifted", "not before the reload");
@@ -295,6 +302,9 @@ fn state_clear_is_the_explicit_way_out_and_is_applied_on_reload() {
     let doc = state_json(&state_dir);
     assert_eq!(doc["declared"], serde_json::Value::Null, "{doc}");
     assert_eq!(doc["cleared"]["reason"], "test fixture, fixed in image 2");
+    if common::is_root() {
+        assert_eq!(doc["cleared"]["by"], "root", "{doc}");
+    }
     let show = common::driftd_run(["state", "show", "--state-dir", &dir_arg, "--format", "json"]);
     assert_eq!(
         show.json()["cleared"]["reason"],
