@@ -11,8 +11,9 @@ use std::time::Duration;
 #[command(
     after_help = "The agent verifies the manifest, runs a full check, then watches \
 every checked directory (inotify) and rescans on a schedule. It serves /metrics \
-(Prometheus), /healthz (200 clean, 503 drifted or unknown) and /status (JSON) on \
---listen (default 0.0.0.0:9847). Once drift is confirmed the host stays drifted, across \
+(Prometheus), /healthz (200 clean, 503 drifted or unknown), /livez (200 while it runs) \
+and /status (JSON; loopback clients only unless authenticated or status_public) on \
+--listen (default 0.0.0.0:9847), with TLS and basic auth from --web.config.file. Once drift is confirmed the host stays drifted, across \
 restarts, until a new manifest. SIGHUP reloads the manifest and rescans; SIGTERM stops. `driftd state clear` \
 ends a drift verdict explicitly (a false positive fixed in the image pipeline).
 
@@ -57,6 +58,11 @@ pub struct AgentArgs {
     /// agent.allow_unsigned). A signed manifest is always verified.
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// TLS and basic auth for the HTTP port: a web config file in the
+    /// format of every Prometheus exporter's --web.config.file (overrides
+    /// agent.web_config_file).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -91,6 +97,9 @@ impl AgentArgs {
         }
         if self.allow_unsigned {
             ag.allow_unsigned = true;
+        }
+        if let Some(v) = &self.web_config_file {
+            ag.web_config_file = Some(v.clone());
         }
     }
 }

@@ -69,8 +69,14 @@ pub struct AgentConfig {
     pub allow_unsigned: bool,
     /// Where the verdict survives restarts.
     pub state_dir: PathBuf,
-    /// HTTP listen address for /metrics, /healthz and /status.
+    /// HTTP listen address for /metrics, /healthz, /livez and /status.
     pub listen: String,
+    /// TLS and basic auth for the HTTP port, in the exporter-toolkit web
+    /// config format (`None`: plain HTTP, no auth).
+    pub web_config_file: Option<PathBuf>,
+    /// Serve /status to any client, not only loopback ones, even without
+    /// authentication.
+    pub status_public: bool,
     /// Watch checked directories with inotify for near-real-time detection.
     pub watch: bool,
     /// Quiet period after a filesystem event before the touched paths are
@@ -98,6 +104,8 @@ impl Default for AgentConfig {
             allow_unsigned: false,
             state_dir: PathBuf::from("/var/lib/driftd"),
             listen: "0.0.0.0:9847".into(),
+            web_config_file: None,
+            status_public: false,
             watch: true,
             debounce: Duration::from_millis(200),
             confirm_delay: Duration::from_millis(100),
@@ -195,6 +203,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         allow_unsigned: ag.take("allow_unsigned").unwrap_or(da.allow_unsigned),
         state_dir: ag.take("state_dir").unwrap_or_else(|| da.state_dir.clone()),
         listen: ag.take("listen").unwrap_or_else(|| da.listen.clone()),
+        web_config_file: ag
+            .take::<PathBuf>("web_config_file")
+            .filter(|p| !p.as_os_str().is_empty()),
+        status_public: ag.take("status_public").unwrap_or(da.status_public),
         watch: ag.take("watch").unwrap_or(da.watch),
         debounce: ag.duration("debounce").unwrap_or(da.debounce),
         confirm_delay: ag.duration("confirm_delay").unwrap_or(da.confirm_delay),

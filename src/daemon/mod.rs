@@ -225,6 +225,25 @@ impl Agent {
     }
 }
 
+/// Descriptors: raise the soft limit to the hard one (at most 65536), as
+/// the unit's `LimitNOFILE=` does; where a system-call filter forbids it
+/// (the unit's `~@resources`), the unit's setting stands.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let want = now.maximum.map_or(65536, |m| m.min(65536));
+    if now.current.is_some_and(|c| c < want) {
+        let new = Rlimit {
+            current: Some(want),
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, new) {
+            Ok(()) => info!(from = now.current, to = want, "raised the soft descriptor limit"),
+            Err(e) => info!(error = %e, soft = now.current, "cannot raise the soft descriptor limit"),
+        }
+    }
+}
+
 /// Run the agent until `shutdown` resolves. `listener` serves the HTTP
 /// endpoints.
 pub async fn run(
@@ -234,22 +253,37 @@ pub async fn run(
 ) -> Result<(), std::io::Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let a = &opts.agent;
-    let shared = Arc::new(Shared::new(StatusDoc::starting(
-        &a.root,
-        a.status_findings_limit,
-    )));
+    raise_descriptor_limit();
+    let web = match &a.web_config_file {
+        Some(p) => Some(Arc::new(
+            crate::telemetry::webconfig::WebConfigSource::open(p)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let tls: crate::telemetry::http::server::TlsSource = match web.clone() {
+        Some(w) => Arc::new(move || w.current().tls()),
+        None => Arc::new(|| None),
+    };
+    let access = crate::telemetry::http::Access {
+        status_public: a.status_public,
+        web,
+    };
+    let (shared, mut pings) =
+        Shared::new(StatusDoc::starting(&a.root, a.status_findings_limit), access);
+    let shared = Arc::new(shared);
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let app = crate::telemetry::http::router(shared.clone());
-    let server = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_http_rx.await;
-            })
-            .await;
-        if let Err(e) = r {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
+    let server = tokio::spawn(crate::telemetry::http::server::serve(
+        listener,
+        app,
+        tls,
+        crate::telemetry::http::server::Limits::default(),
+        shared.server.clone(),
+        async {
+            let _ = stop_http_rx.await;
+        },
+    ));
     let backends = crate::signal::build(&opts.backends)
         .map_err(|e| std::io::Error::other(format!("signal backends: {e}")))?;
     shared
@@ -322,6 +356,8 @@ pub async fn run(
                 agent.reload(LoadKind::Reload);
             }
             msg = agent.watcher.recv() => agent.on_watch(msg),
+            // /livez: the loop answers while it turns.
+            Some(reply) = pings.recv() => { let _ = reply.send(()); }
             Some(r) = results.recv() => agent.on_result(r),
             _ = tokio::time::sleep_until(wake) => {}
         }

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub watches: IntGauge,
     pub watch_failures: IntCounter,
     pub state_persist_errors: IntCounter,
+    pub http_connections: IntGauge,
+    pub http_evicted: IntCounter,
+    pub http_refused: IntCounter,
+    pub http_auth_failures: IntCounter,
     pub signal: SignalMetrics,
 }
 
@@ -169,6 +173,10 @@ impl Metrics {
             watches: gauge(&r, "driftd_watches", "Directories watched with inotify."),
             watch_failures: counter(&r, "driftd_watch_failures_total", "Directories that could not be watched (e.g. the inotify watch limit)."),
             state_persist_errors: counter(&r, "driftd_state_persist_errors_total", "Failed writes of the state file (each is retried; the verdict in memory stands)."),
+            http_connections: gauge(&r, "driftd_http_connections", "Open connections to the agent's HTTP port."),
+            http_evicted: counter(&r, "driftd_http_connections_evicted_total", "Idle or unfinished connections closed to make room for a new one (the connection limit was reached)."),
+            http_refused: counter(&r, "driftd_http_connections_refused_total", "Connections closed at once because every connection was busy with a request."),
+            http_auth_failures: counter(&r, "driftd_http_auth_failures_total", "Requests refused for missing or wrong basic-auth credentials."),
             signal,
             registry: r,
         };
@@ -273,6 +281,9 @@ mod tests {
             "driftd_manifest_error{reason=\"signature\"} 0",
             "driftd_scan_duration_seconds_count{kind=\"full\"} 0",
             "driftd_state_persist_errors_total 0",
+            "driftd_http_connections 0",
+            "driftd_http_connections_evicted_total 0",
+            "driftd_http_auth_failures_total 0",
             "driftd_build_info{version=",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");

@@ -350,6 +350,9 @@ pub struct Launch {
     config: Vec<(String, String)>,
     env: Vec<(String, String)>,
     watchdog_pid_self: bool,
+    nofile: Option<(u64, u64)>,
+    extra_args: Vec<String>,
+    listen_any: bool,
 }
 
 impl Launch {
@@ -373,7 +376,29 @@ impl Launch {
             .collect(),
             env: Vec::new(),
             watchdog_pid_self: false,
+            nofile: None,
+            extra_args: Vec::new(),
+            listen_any: false,
         }
+    }
+
+    /// Listen on every address (0.0.0.0), not only loopback.
+    pub fn listen_any(mut self) -> Launch {
+        self.listen_any = true;
+        self
+    }
+
+    /// Start under these soft and hard `RLIMIT_NOFILE` limits (through
+    /// util-linux `prlimit`, which execs the agent: the pid is the agent's).
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Launch {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
+    /// More arguments for `driftd run`.
+    pub fn arg(mut self, a: &str) -> Launch {
+        self.extra_args.push(a.to_string());
+        self
     }
 
     /// Set an `[agent]` key of the config to a TOML literal
@@ -429,7 +454,10 @@ impl Launch {
             "--state-dir".into(),
             self.state_dir.display().to_string(),
             "--listen".into(),
-            format!("127.0.0.1:{port}"),
+            format!(
+                "{}:{port}",
+                if self.listen_any { "0.0.0.0" } else { "127.0.0.1" }
+            ),
         ];
         match &self.trust {
             Trust::AllowUnsigned => a.push("--allow-unsigned".into()),
@@ -438,6 +466,7 @@ impl Launch {
                 a.push(k.display().to_string());
             }
         }
+        a.extend(self.extra_args.iter().cloned());
         a
     }
 
@@ -461,7 +490,12 @@ impl Launch {
             let notify = Notifications::bind(&sock);
             let port = free_port();
             let args = self.args(port, &config);
-            let mut cmd = if self.watchdog_pid_self {
+            let mut cmd = if let Some((soft, hard)) = self.nofile {
+                // util-linux, which .ci/setup installs (setpriv).
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(BIN).args(&args);
+                c
+            } else if self.watchdog_pid_self {
                 let mut c = Command::new("bash");
                 c.arg("-c")
                     .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
