@@ -218,6 +218,16 @@ async fn a_request_without_a_slot_in_time_is_refused_as_busy() {
         Err(AuthError::Busy)
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A request dropped midway (its client went away) keeps its slot until
+    // its bcrypt is done: dropping requests frees no CPU for more of them.
+    let mut held = held.into_iter();
+    let first = held.next().unwrap();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        auth.check(Some(&basic("prom", "pw"))).await,
+        Err(AuthError::Busy)
+    );
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
     for t in held {

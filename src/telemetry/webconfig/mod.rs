@@ -222,9 +222,13 @@ fn http_server_config(
             ));
             continue;
         };
+        // Go's YAML decoder takes a number or a boolean as its text here
+        // (`X-XSS-Protection: 0`), so the same file works in both.
         let text = match value {
             Value::Null => continue,
             Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
             other => {
                 errors.push(format!(
                     "{key}: expected a string, found {}",

@@ -199,7 +199,7 @@ fn headers() {
         &d,
         "http_server_config:\n  headers:\n    X-Frame-Options: allow-from x\n    \
          X-Content-Type-Options: sniff\n    Content-Security-Policy: \"a\\nb\"\n    \
-         x-frame-options: deny\n    X-Frame-OPTIONS: sameorigin\n    Set-Cookie: a=b\n    X-XSS-Protection: 1\n",
+         x-frame-options: deny\n    X-Frame-OPTIONS: sameorigin\n    Set-Cookie: a=b\n    X-XSS-Protection: [1]\n",
     );
     assert_eq!(
         e,
@@ -209,8 +209,18 @@ fn headers() {
             "http_server_config.headers.Content-Security-Policy: not a valid HTTP header value (no control characters or line breaks)",
             "http_server_config.headers.X-Frame-OPTIONS: X-Frame-Options is set twice (header names ignore case)",
             "http_server_config.headers.Set-Cookie: this header cannot be set (the ones that can: Content-Security-Policy, X-Frame-Options, X-Content-Type-Options, X-XSS-Protection, Strict-Transport-Security)",
-            "http_server_config.headers.X-XSS-Protection: expected a string, found a number",
+            "http_server_config.headers.X-XSS-Protection: expected a string, found a list",
         ]
+    );
+    // A number is taken as its text, as Go's YAML decoder does.
+    let c = ok(
+        &d,
+        "http_server_config:\n  headers:\n    X-XSS-Protection: 0\n",
+    );
+    let (name, value) = &c.headers()[0];
+    assert_eq!(
+        (name.as_str(), value.to_str().unwrap()),
+        ("x-xss-protection", "0")
     );
 }
 
