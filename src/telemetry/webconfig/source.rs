@@ -8,6 +8,7 @@
 use super::{load_files, WebConfig, WebConfigError, BCRYPT_SLOTS};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -82,6 +83,8 @@ pub struct WebConfigSource {
     /// The least time between two checks of the files.
     pub(super) every: Duration,
     state: Mutex<State>,
+    /// Reloads that failed (the last good config stayed), for a metric.
+    failures: AtomicU64,
 }
 
 struct State {
@@ -112,12 +115,20 @@ impl WebConfigSource {
                 files,
                 checked: Instant::now(),
             }),
+            failures: AtomicU64::new(0),
         })
     }
 
     /// The config file's path, as given to [`WebConfigSource::open`].
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many reloads failed so far (each kept the last good config and
+    /// logged why); a broken file is tried again only when one of its files
+    /// changes again, so this counts broken versions, not seconds.
+    pub fn reload_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The current config: cheap (an `Arc` clone); at most once per second
@@ -146,6 +157,7 @@ impl WebConfigSource {
                 s.config = Arc::new(config);
             }
             Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("{e}\n(keeping the last good web config)");
             }
         }

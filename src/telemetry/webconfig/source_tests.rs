@@ -77,22 +77,27 @@ fn a_broken_reload_keeps_the_last_good_config_until_fixed() {
     d.server_cert(&Ca::new("ca"));
     let s = source(&d, &with_header("deny"));
     let good = s.current();
-    for broken in [
+    for (i, broken) in [
         "tls_server_config: [\n".to_string(),
         with_header("allow-all"),
         with_header("deny").replace("server.pem", "new.pem"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         d.write("web.yml", &broken);
         let now = s.current();
         assert!(Arc::ptr_eq(&good, &now), "{broken}");
-        // Retried only on a further change: still the same.
+        // Tried again only on a further change, not at every check.
         assert!(Arc::ptr_eq(&good, &s.current()));
+        assert_eq!(s.reload_failures(), i as u64 + 1);
     }
     // The failed config names new.pem, which does not exist yet: creating
     // it is a change, and the config now loads.
     std::fs::copy(d.path("server.pem"), d.path("new.pem")).unwrap();
     let fixed = s.current();
     assert!(!Arc::ptr_eq(&good, &fixed));
+    assert_eq!(s.reload_failures(), 3);
     assert_eq!(header(&fixed).as_deref(), Some("deny"));
 }
 
