@@ -130,3 +130,61 @@ async fn reloaded_configs_share_the_bcrypt_slots() {
     assert!(Arc::ptr_eq(&a.slots, &b.slots));
     assert_eq!(b.users().collect::<Vec<_>>(), ["other", "prom"]);
 }
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_reload_is_logged_as_an_error_with_every_problem_and_no_secret() {
+    let d = Dir::new();
+    let h = bcrypt::hash("pw", 4).unwrap();
+    let s = source(&d, &format!("basic_auth_users:\n  prom: '{h}'\n"));
+    let log = Log::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // A truncated hash and a typo, both reported; the hash never.
+        d.write(
+            "web.yml",
+            &format!("basic_auth_users:\n  prom: '{}'\ntypo: 1\n", &h[..50]),
+        );
+        s.current();
+        d.write("web.yml", &format!("basic_auth_users:\n  prom: '{h}'\n"));
+        s.current();
+    });
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let path = d.path("web.yml");
+    let want = format!(
+        "ERROR driftd::telemetry::webconfig::source: invalid web config {} (2 errors):",
+        path.display()
+    );
+    assert!(text.contains(&want), "{text}");
+    assert!(text.contains("  - typo: unknown key"), "{text}");
+    assert!(
+        text.contains("  - basic_auth_users.prom: not a bcrypt hash"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(keeping the last good web config)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INFO driftd::telemetry::webconfig::source: web config reloaded"),
+        "{text}"
+    );
+    assert!(!text.contains(&h[7..40]), "a hash was logged: {text}");
+}
