@@ -1,11 +1,9 @@
 //! WebConfigSource: reloads on a change of any file, keeps the last good
 //! config when a reload fails, and checks at most once per interval.
 
-use super::testutil::{Ca, Dir};
+use super::testutil::{Ca, Dir, TLS};
 use super::*;
 use std::time::Duration;
-
-const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
 
 fn header(c: &WebConfig) -> Option<String> {
     c.headers()

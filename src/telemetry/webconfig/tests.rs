@@ -1,29 +1,7 @@
 //! The rules of the file: every error at once, each with its key.
 
-use super::testutil::{Ca, Dir};
+use super::testutil::{errors, ok, setup, Ca, Dir, TLS};
 use super::*;
-
-const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
-
-fn setup() -> (Dir, Ca) {
-    let d = Dir::new();
-    let ca = Ca::new("server CA");
-    d.server_cert(&ca);
-    (d, ca)
-}
-
-fn errors(d: &Dir, yaml: &str) -> Vec<String> {
-    let path = d.write("web.yml", yaml);
-    match load(&path) {
-        Ok(_) => panic!("loaded:\n{yaml}"),
-        Err(e) => e.errors,
-    }
-}
-
-fn ok(d: &Dir, yaml: &str) -> WebConfig {
-    let path = d.write("web.yml", yaml);
-    load(&path).unwrap_or_else(|e| panic!("{e}"))
-}
 
 #[test]
 fn an_empty_file_is_plain_http_without_auth() {

@@ -14,6 +14,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A TLS section naming server.pem and server.key (see [`Dir::server_cert`]).
+pub(super) const TLS: &str =
+    "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
+
+/// A temp dir with a server certificate from a new CA.
+pub(super) fn setup() -> (Dir, Ca) {
+    let d = Dir::new();
+    let ca = Ca::new("server CA");
+    d.server_cert(&ca);
+    (d, ca)
+}
+
+/// The errors of `yaml` as web.yml in `d` (it must not load).
+pub(super) fn errors(d: &Dir, yaml: &str) -> Vec<String> {
+    let path = d.write("web.yml", yaml);
+    match super::load(&path) {
+        Ok(_) => panic!("loaded:\n{yaml}"),
+        Err(e) => e.errors,
+    }
+}
+
+/// `yaml` as web.yml in `d`, loaded (it must load).
+pub(super) fn ok(d: &Dir, yaml: &str) -> super::WebConfig {
+    let path = d.write("web.yml", yaml);
+    super::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A certificate authority.
 pub(super) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,

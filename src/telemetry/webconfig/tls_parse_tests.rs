@@ -1,29 +1,6 @@
 //! The rules of `tls_server_config`: each error with its key and path.
 
-use super::testutil::{openssl, Ca, Dir};
-use super::*;
-
-const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
-
-fn setup() -> (Dir, Ca) {
-    let d = Dir::new();
-    let ca = Ca::new("server CA");
-    d.server_cert(&ca);
-    (d, ca)
-}
-
-fn errors(d: &Dir, yaml: &str) -> Vec<String> {
-    let path = d.write("web.yml", yaml);
-    match load(&path) {
-        Ok(_) => panic!("loaded:\n{yaml}"),
-        Err(e) => e.errors,
-    }
-}
-
-fn ok(d: &Dir, yaml: &str) -> WebConfig {
-    let path = d.write("web.yml", yaml);
-    load(&path).unwrap_or_else(|e| panic!("{e}"))
-}
+use super::testutil::{errors, ok, openssl, setup, Ca, Dir, TLS};
 
 #[test]
 fn unusable_pem_files_name_the_key_and_the_path() {

@@ -1,14 +1,12 @@
 //! TLS for real, in process: a tokio-rustls server with `WebConfig::tls()`
 //! and tokio-rustls clients, over 127.0.0.1.
 
-use super::testutil::{client, client_with, exchange, Ca, Dir};
+use super::testutil::{client, client_with, exchange, Ca, Dir, TLS};
 use super::*;
 use rustls::crypto::ring;
 use rustls::version::{TLS12, TLS13};
 use rustls::{CipherSuite, NamedGroup, ProtocolVersion};
 use std::time::Duration;
-
-const TLS: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
 
 fn server(d: &Dir, extra: &str) -> Arc<rustls::ServerConfig> {
     let path = d.write("web.yml", &format!("{TLS}{extra}"));
