@@ -117,6 +117,12 @@ fn wrong_types_name_the_key() {
             "basic_auth_users.bob: expected a bcrypt hash (a string), found a number",
         ]
     );
+    // A key given twice (say, a user) is an error, not "the last one wins".
+    let e = errors(&d, "basic_auth_users:\n  bob: x\n  bob: y\n");
+    assert!(
+        e[0].starts_with("not valid YAML: ") && e[0].contains("duplicate"),
+        "{e:?}"
+    );
     let e = errors(&d, "a: [unclosed\n");
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("not valid YAML: "), "{e:?}");
