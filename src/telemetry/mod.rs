@@ -4,5 +4,6 @@
 pub mod http;
 pub mod metrics;
 pub mod status;
+pub mod webconfig;
 
 pub use metrics::Metrics;
