@@ -61,7 +61,10 @@ fn open_fds(pid: u32) -> usize {
 /// long it took.
 fn get(port: u16, path: &str) -> (Result<u16, String>, Duration) {
     let t = Instant::now();
-    (agent_util::http_get(port, path).map(|(c, _)| c), t.elapsed())
+    (
+        agent_util::http_get(port, path).map(|(c, _)| c),
+        t.elapsed(),
+    )
 }
 
 /// Read until the peer closes (or `limit` passes): true if it closed.
@@ -125,7 +128,10 @@ fn a_flood_of_half_open_connections_never_starves_the_agent() {
     let (code, _) = get(a.port, "/healthz");
     assert_eq!(code, Ok(503));
     let fds = open_fds(a.pid);
-    assert!(fds < 200, "the agent holds {fds} descriptors during the flood");
+    assert!(
+        fds < 200,
+        "the agent holds {fds} descriptors during the flood"
+    );
     // Every connection of the flood is closed by the agent, within the
     // head timeout of when it was accepted (the last ones are accepted
     // last: allow the flood's own duration on top).
@@ -138,8 +144,14 @@ fn a_flood_of_half_open_connections_never_starves_the_agent() {
     }
     assert_eq!(open, 0, "connections the agent never closed");
     let m = a.metrics();
-    assert!(m.v("driftd_http_connections_evicted_total") >= (FLOOD - MAX_CONNECTIONS) as f64 - 50.0, "{m}");
-    assert!(m.v("driftd_http_connections") <= MAX_CONNECTIONS as f64, "{m}");
+    assert!(
+        m.v("driftd_http_connections_evicted_total") >= (FLOOD - MAX_CONNECTIONS) as f64 - 50.0,
+        "{m}"
+    );
+    assert!(
+        m.v("driftd_http_connections") <= MAX_CONNECTIONS as f64,
+        "{m}"
+    );
 }
 
 /// A body trickled in byte by byte never holds a connection: every endpoint
@@ -184,7 +196,10 @@ fn oversized_and_endless_request_heads_are_refused() {
     let d = baked("http-oversized");
     let a = start_clean(&Launch::new(&d));
     let mut c = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    let big = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     let _ = c.write_all(big.as_bytes());
     let mut buf = Vec::new();
     c.set_read_timeout(Some(HEADER_TIMEOUT * 2)).unwrap();
@@ -194,18 +209,39 @@ fn oversized_and_endless_request_heads_are_refused() {
     // A head that never ends: closed within the head timeout.
     let mut c = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     let started = Instant::now();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     for _ in 0..8 {
         std::thread::sleep(Duration::from_millis(500));
         if c.write_all(b"X-More: 1\r\n").is_err() {
             break;
         }
     }
-    assert!(closed_within(&mut c, HEADER_TIMEOUT * 2), "an endless head was not closed");
+    assert!(
+        closed_within(&mut c, HEADER_TIMEOUT * 2),
+        "an endless head was not closed"
+    );
     let took = started.elapsed();
     assert!(
         took >= HEADER_TIMEOUT - Duration::from_millis(500) && took < HEADER_TIMEOUT * 2,
         "closed after {took:?}"
+    );
+    // An idle keep-alive connection is closed at the same timeout.
+    let mut c = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let idle = Instant::now();
+    assert!(
+        closed_within(&mut c, HEADER_TIMEOUT * 2),
+        "an idle keep-alive connection stayed open"
+    );
+    assert!(
+        idle.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(500),
+        "{:?}",
+        idle.elapsed()
     );
     assert_eq!(get(a.port, "/healthz").0, Ok(200));
 }
@@ -247,7 +283,10 @@ impl Netns {
         let host_ip = format!("10.213.{tag}.1");
         let ns_ip = format!("10.213.{tag}.2");
         let ip = |args: &[&str]| {
-            let out = std::process::Command::new("ip").args(args).output().expect("run ip");
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("run ip");
             assert!(
                 out.status.success(),
                 "ip {}: {}",
@@ -255,8 +294,12 @@ impl Netns {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let _ = std::process::Command::new("ip").args(["link", "del", &veth]).output();
-        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &veth])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
         ip(&["netns", "add", &name]);
         let ns = Netns {
             name: name.clone(),
@@ -266,7 +309,15 @@ impl Netns {
         ip(&["link", "set", &peer, "netns", &name]);
         ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &veth]);
         ip(&["link", "set", &veth, "up"]);
-        ip(&["-n", &name, "addr", "add", &format!("{ns_ip}/24"), "dev", &peer]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/24"),
+            "dev",
+            &peer,
+        ]);
         ip(&["-n", &name, "link", "set", &peer, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         ns
@@ -274,8 +325,13 @@ impl Netns {
 
     /// `GET path` from inside the namespace: (status code, body).
     fn get(&self, port: u16, path: &str) -> (u16, String) {
+        self.get_with(port, path, "")
+    }
+
+    /// [`Netns::get`] with more header lines (`"Authorization: ...\r\n"`).
+    fn get_with(&self, port: u16, path: &str, headers: &str) -> (u16, String) {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open the netns");
-        let (host, path) = (self.host_ip.clone(), path.to_string());
+        let (host, path, headers) = (self.host_ip.clone(), path.to_string(), headers.to_string());
         std::thread::spawn(move || {
             rustix::thread::move_into_link_name_space(
                 std::os::fd::AsFd::as_fd(&ns),
@@ -284,12 +340,16 @@ impl Netns {
             .expect("enter the netns");
             let mut s = TcpStream::connect((host.as_str(), port)).expect("connect from the netns");
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
                 .unwrap();
             let mut raw = String::new();
             let _ = s.read_to_string(&mut raw);
             let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-            let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             (code, body.to_string())
         })
         .join()
@@ -299,7 +359,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -325,4 +387,46 @@ fn status_answers_only_loopback_clients_unless_status_public() {
     let (code, body) = ns.get(a.port, "/status");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("driftd.status.v1"), "{body}");
+    drop(a);
+    // Basic auth (a web config): anyone with the credentials, from anywhere;
+    // the health endpoints stay open.
+    let web = d.write_outside(
+        "web-config.yml",
+        format!(
+            "basic_auth_users:\n  ops: '{}'\n",
+            bcrypt::hash("pw", 4).unwrap()
+        ),
+    );
+    let a = start_clean(
+        &Launch::new(&d)
+            .listen_any()
+            .arg("--web.config.file")
+            .arg(common::s(&web))
+            .auth("ops:pw"),
+    );
+    let creds = "Authorization: Basic b3BzOnB3\r\n"; // ops:pw
+    assert_eq!(ns.get(a.port, "/status").0, 401);
+    assert_eq!(ns.get_with(a.port, "/status", creds).0, 200);
+    assert_eq!(ns.get_with(a.port, "/metrics", creds).0, 200);
+    assert_eq!(ns.get(a.port, "/healthz").0, 200);
+    assert_eq!(ns.get(a.port, "/livez").0, 200);
+}
+
+/// Descriptors: started under a soft limit below the hard one (systemd's
+/// default is 1,024 soft), the agent raises its soft limit to the hard one.
+#[test]
+fn the_agent_raises_its_soft_descriptor_limit_to_the_hard_one() {
+    if common::tool("prlimit", "util-linux").is_none() {
+        return;
+    }
+    let d = baked("http-nofile");
+    let a = start_clean(&Launch::new(&d).nofile(1024, 4096));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", a.pid)).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums, ["4096", "4096"], "{line}");
 }

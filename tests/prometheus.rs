@@ -489,12 +489,20 @@ impl Prometheus {
     /// Start Prometheus scraping `target` every second; wait until it is
     /// ready and is *ours* (its TSDB path is our directory).
     fn start(bin: &Path, d: &Dir, target: &str) -> Prometheus {
+        let job =
+            format!("  - job_name: driftd\n    static_configs:\n      - targets: ['{target}']\n");
+        Prometheus::start_with(bin, d, &job)
+    }
+
+    /// [`Prometheus::start`] with these `scrape_configs` entries (YAML, each
+    /// line indented by two spaces).
+    fn start_with(bin: &Path, d: &Dir, jobs: &str) -> Prometheus {
         let config = d.outside("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: driftd\n    static_configs:\n      - targets: ['{target}']\n"
+                 scrape_configs:\n{jobs}"
             ),
         )
         .expect("write prometheus.yml");
@@ -644,4 +652,289 @@ fn real_prometheus_scrapes_the_agent() {
         agent_log,
     );
     prom.wait_value("up{job=\"driftd\"}", "1", agent_log);
+}
+
+// ---------------------------------------------------------------------------
+// TLS and basic auth: the exporter-toolkit web config
+
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(openssl: &Path, dir: &Path, args: &[&str]) {
+    let out = Command::new(openssl)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server certificate for 127.0.0.1 signed by the CA in `dir`
+/// (`ca.crt`, `ca.key`), as `NAME.crt` and `NAME.key`.
+fn server_cert(ossl: &Path, dir: &Path, name: &str) {
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    openssl(
+        ossl,
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        ossl,
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+/// The SHA-256 fingerprint of a PEM certificate, as openssl prints it.
+fn fingerprint(ossl: &Path, pem: &[u8]) -> String {
+    let mut c = Command::new(ossl)
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl x509");
+    c.stdin.take().unwrap().write_all(pem).unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The certificate the agent presents on `port`.
+fn served_cert(ossl: &Path, port: u16) -> Vec<u8> {
+    let out = Command::new(ossl)
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-showcerts",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate: {text}"));
+    let end = text[begin..].find("-----END CERTIFICATE-----").unwrap() + begin + 25;
+    text.as_bytes()[begin..end].to_vec()
+}
+
+/// `curl` a URL of the agent: the HTTP status (0 when there was none).
+fn curl(curl: &Path, ca: &Path, url: &str, user: Option<&str>) -> u16 {
+    let mut c = Command::new(curl);
+    c.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        "--cacert",
+    ])
+    .arg(ca);
+    if let Some(u) = user {
+        c.args(["-u", u]);
+    }
+    let out = c.arg(url).output().expect("run curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The agent's port secured as node_exporter's would be, by the same web
+/// config file: TLS and basic auth. A real Prometheus scrapes it with the
+/// right password (and fails with 401 with a wrong one), the health
+/// endpoints stay open, plain HTTP is not spoken, and a certificate
+/// replaced on disk is served without a restart while the scrapes go on.
+#[test]
+fn a_real_prometheus_scrapes_over_tls_with_basic_auth_and_a_rotated_certificate() {
+    let (Some(bin), Some(ossl), Some(curl_bin)) = (
+        tool("prometheus", "prometheus"),
+        tool("openssl", "openssl"),
+        tool("curl", "curl"),
+    ) else {
+        return;
+    };
+    let d = baked("prometheus_tls");
+    let pki = d.outside("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    openssl(
+        &ossl,
+        &pki,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=driftd test CA",
+        ],
+    );
+    server_cert(&ossl, &pki, "one");
+    server_cert(&ossl, &pki, "two");
+    for f in ["crt", "key"] {
+        std::fs::copy(
+            pki.join(format!("one.{f}")),
+            pki.join(format!("server.{f}")),
+        )
+        .unwrap();
+    }
+    let ca = pki.join("ca.crt");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = pki.join("web-config.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+             basic_auth_users:\n  prometheus: '{hash}'\n"
+        ),
+    )
+    .unwrap();
+    let config = d.outside("driftd.toml");
+    std::fs::write(&config, AGENT_CONFIG).unwrap();
+    let port = free_port();
+    let agent = Proc::spawn(
+        "driftd run",
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--root")
+            .arg(&d.root)
+            .arg("--manifest")
+            .arg(&d.manifest)
+            .arg("--allow-unsigned")
+            .arg("--state-dir")
+            .arg(d.outside("state"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--web.config.file")
+            .arg(&web),
+        Stdio::null(),
+        &d.outside("driftd-tls.log"),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let get = |path: &str, user: Option<&str>| curl(&curl_bin, &ca, &format!("{base}{path}"), user);
+    poll(
+        "the agent clean over TLS",
+        || agent.dump(),
+        || match get("/healthz", None) {
+            200 => Ok(()),
+            c => Err(format!("/healthz: {c}")),
+        },
+    );
+    assert_eq!(get("/metrics", Some("prometheus:s3cret")), 200);
+    assert_eq!(get("/metrics", Some("prometheus:wrong")), 401);
+    assert_eq!(get("/metrics", None), 401);
+    assert_eq!(get("/status", None), 401);
+    assert_eq!(get("/status", Some("prometheus:s3cret")), 200);
+    assert_eq!(get("/livez", None), 200);
+    assert_eq!(
+        curl(
+            &curl_bin,
+            &ca,
+            &format!("http://127.0.0.1:{port}/healthz"),
+            None
+        ),
+        0,
+        "plain HTTP on the TLS port"
+    );
+
+    let jobs = format!(
+        "  - job_name: driftd\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
+         \x20   basic_auth:\n      username: prometheus\n      password: s3cret\n\
+         \x20   static_configs:\n      - targets: ['127.0.0.1:{port}']\n\
+         \x20 - job_name: driftd-wrong-password\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n\
+         \x20   basic_auth:\n      username: prometheus\n      password: guessed\n\
+         \x20   static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        ca = ca.display()
+    );
+    let prom = Prometheus::start_with(&bin, &d, &jobs);
+    let log = || agent.dump();
+    prom.wait_value("up{job=\"driftd\"}", "1", log);
+    prom.wait_value("driftd_drift_detected{job=\"driftd\"}", "0", log);
+    prom.wait_value("up{job=\"driftd-wrong-password\"}", "0", log);
+    let targets = http_get(prom.port, "/api/v1/targets").unwrap().body;
+    assert!(
+        targets.contains("401"),
+        "the wrong password's scrape error: {targets}"
+    );
+
+    // Rotate the certificate on disk (key first, then the chain, each
+    // replaced atomically, as a certificate manager does).
+    let before = fingerprint(&ossl, &served_cert(&ossl, port));
+    assert_eq!(
+        before,
+        fingerprint(&ossl, &std::fs::read(pki.join("one.crt")).unwrap())
+    );
+    let want = fingerprint(&ossl, &std::fs::read(pki.join("two.crt")).unwrap());
+    for f in ["key", "crt"] {
+        let tmp = pki.join(format!("server.{f}.new"));
+        std::fs::copy(pki.join(format!("two.{f}")), &tmp).unwrap();
+        std::fs::rename(&tmp, pki.join(format!("server.{f}"))).unwrap();
+    }
+    poll(
+        "the new certificate served",
+        || agent.dump(),
+        || match fingerprint(&ossl, &served_cert(&ossl, port)) {
+            f if f == want => Ok(()),
+            f => Err(format!("still {f}")),
+        },
+    );
+    // Scrapes go on (each new connection gets the new certificate, which
+    // the same CA signed) and the drift is seen through them.
+    d.rewrite("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    prom.wait_value("driftd_drift_detected{job=\"driftd\"}", "1", log);
+    prom.wait_value("up{job=\"driftd\"}", "1", log);
 }

@@ -76,7 +76,10 @@ fn shipped_production_config_validates_a_baked_image() {
     let (code, checks) = validate_json(&["--image", s(&d.root)]);
     assert_eq!(code, 0, "{checks:?}");
     let names: Vec<&str> = checks.iter().map(|c| c.0.as_str()).collect();
-    assert_eq!(names, ["config", "listen", "root", "state_dir", "manifest"]);
+    assert_eq!(
+        names,
+        ["config", "listen", "root", "state_dir", "manifest", "web"]
+    );
     // Every path is the image's, not this machine's.
     let state = format!("{}/var/lib/driftd", d.root.display());
     assert!(checks[3].2.starts_with(&state), "{checks:?}");
@@ -274,4 +277,50 @@ fn generate_writes_man_pages_and_completions_for_every_command() {
     // The run page documents its flags.
     let run = fs::read_to_string(out.join("man/driftd-run.1")).unwrap();
     assert!(run.contains("\\-\\-state\\-dir"), "{run}");
+}
+
+/// The web config (TLS, basic auth) is judged by validate too: every
+/// problem with its key, and a good one described without its secrets.
+#[test]
+fn the_web_config_is_validated_with_every_error_named() {
+    let d = Dir::standard("validate-web");
+    d.bake(&[]);
+    let bad = d.write_outside(
+        "web-bad.yml",
+        "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n  min_version: TLS10\n\
+         basic_auth_users:\n  ops: not-a-hash\nrate_limit:\n  interval: 1s\n",
+    );
+    let base = [
+        "--root",
+        s(&d.root),
+        "--manifest",
+        s(&d.manifest),
+        "--allow-unsigned",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--web.config.file", s(&bad)]);
+    let (code, checks) = validate_json(&args);
+    assert_eq!(code, 2, "{checks:?}");
+    assert_eq!(failed(&checks), ["web"], "{checks:?}");
+    let msg = &checks.iter().find(|c| c.0 == "web").unwrap().2;
+    for needle in [
+        "tls_server_config.cert_file",
+        "tls_server_config.min_version",
+        "basic_auth_users.ops",
+        "rate_limit",
+    ] {
+        assert!(msg.contains(needle), "missing {needle} in: {msg}");
+    }
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let good = d.write_outside(
+        "web-good.yml",
+        format!("basic_auth_users:\n  ops: '{hash}'\n"),
+    );
+    let mut args = base.to_vec();
+    args.extend(["--web.config.file", s(&good)]);
+    let (code, checks) = validate_json(&args);
+    assert_eq!(code, 0, "{checks:?}");
+    let msg = &checks.iter().find(|c| c.0 == "web").unwrap().2;
+    assert!(msg.contains("basic auth on"), "{msg}");
+    assert!(!msg.contains(&hash), "the hash is shown: {msg}");
 }

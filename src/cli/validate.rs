@@ -102,6 +102,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         ag.manifest = inside(img, &ag.manifest);
         ag.state_dir = inside(img, &ag.state_dir);
         ag.trusted_keys = ag.trusted_keys.iter().map(|k| inside(img, k)).collect();
+        ag.web_config_file = ag.web_config_file.as_ref().map(|w| inside(img, w));
         for s in &mut cfg.signal {
             s.spec.rebase(img);
         }
@@ -157,6 +158,23 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
             );
         }
         Err(e) => items.fail("manifest", e.message),
+    }
+    match &ag.web_config_file {
+        None => items.ok(
+            "web",
+            format!(
+                "no web config: plain HTTP, no auth; /status for {}",
+                if ag.status_public {
+                    "anyone (status_public)"
+                } else {
+                    "loopback clients only"
+                }
+            ),
+        ),
+        Some(p) => match crate::telemetry::webconfig::load(p) {
+            Ok(w) => items.ok("web", format!("{}: {}", p.display(), w.describe())),
+            Err(e) => items.fail("web", e.to_string()),
+        },
     }
     for s in &cfg.signal {
         check_signal(s, &mut items);

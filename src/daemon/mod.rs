@@ -238,8 +238,14 @@ fn raise_descriptor_limit() {
             maximum: now.maximum,
         };
         match setrlimit(Resource::Nofile, new) {
-            Ok(()) => info!(from = now.current, to = want, "raised the soft descriptor limit"),
-            Err(e) => info!(error = %e, soft = now.current, "cannot raise the soft descriptor limit"),
+            Ok(()) => info!(
+                from = now.current,
+                to = want,
+                "raised the soft descriptor limit"
+            ),
+            Err(e) => {
+                info!(error = %e, soft = now.current, "cannot raise the soft descriptor limit")
+            }
         }
     }
 }
@@ -261,6 +267,13 @@ pub async fn run(
         )),
         None => None,
     };
+    if let Some(w) = &web {
+        let cfg = w.current();
+        info!(web_config = %w.path().display(), config = %cfg.describe(), "HTTP port secured by the web config");
+        if cfg.auth_required() && cfg.tls().is_none() {
+            warn!("basic auth without TLS: passwords cross the network in the clear; add tls_server_config");
+        }
+    }
     let tls: crate::telemetry::http::server::TlsSource = match web.clone() {
         Some(w) => Arc::new(move || w.current().tls()),
         None => Arc::new(|| None),
@@ -269,8 +282,10 @@ pub async fn run(
         status_public: a.status_public,
         web,
     };
-    let (shared, mut pings) =
-        Shared::new(StatusDoc::starting(&a.root, a.status_findings_limit), access);
+    let (shared, mut pings) = Shared::new(
+        StatusDoc::starting(&a.root, a.status_findings_limit),
+        access,
+    );
     let shared = Arc::new(shared);
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let app = crate::telemetry::http::router(shared.clone());

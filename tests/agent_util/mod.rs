@@ -43,12 +43,24 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// `GET path` over HTTP/1.0 on 127.0.0.1:`port`: (status code, body).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_get_as(port, path, None)
+}
+
+/// [`http_get`] with basic-auth credentials (`user:password`), if any.
+pub fn http_get_as(port: u16, path: &str, auth: Option<&str>) -> Result<(u16, String), String> {
+    use base64::Engine as _;
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
     let t = Some(Duration::from_secs(5));
     s.set_read_timeout(t).map_err(|e| e.to_string())?;
     s.set_write_timeout(t).map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+    let auth = auth.map_or(String::new(), |a| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(a)
+        )
+    });
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n").as_bytes())
         .map_err(|e| format!("send GET {path}: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
@@ -353,6 +365,7 @@ pub struct Launch {
     nofile: Option<(u64, u64)>,
     extra_args: Vec<String>,
     listen_any: bool,
+    auth: Option<String>,
 }
 
 impl Launch {
@@ -379,7 +392,15 @@ impl Launch {
             nofile: None,
             extra_args: Vec::new(),
             listen_any: false,
+            auth: None,
         }
+    }
+
+    /// Send these basic-auth credentials (`user:password`) on every request
+    /// the helpers make (for an agent with a web config).
+    pub fn auth(mut self, user_password: &str) -> Launch {
+        self.auth = Some(user_password.to_string());
+        self
     }
 
     /// Listen on every address (0.0.0.0), not only loopback.
@@ -456,7 +477,11 @@ impl Launch {
             "--listen".into(),
             format!(
                 "{}:{port}",
-                if self.listen_any { "0.0.0.0" } else { "127.0.0.1" }
+                if self.listen_any {
+                    "0.0.0.0"
+                } else {
+                    "127.0.0.1"
+                }
             ),
         ];
         match &self.trust {
@@ -493,7 +518,10 @@ impl Launch {
             let mut cmd = if let Some((soft, hard)) = self.nofile {
                 // util-linux, which .ci/setup installs (setpriv).
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(BIN).args(&args);
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(BIN)
+                    .args(&args);
                 c
             } else if self.watchdog_pid_self {
                 let mut c = Command::new("bash");
@@ -535,6 +563,7 @@ impl Launch {
                 cmdline,
                 notify,
                 exited: None,
+                auth: self.auth.clone(),
             };
             match agent.wait_http() {
                 Ok(()) => return agent,
@@ -626,6 +655,8 @@ pub struct Agent {
     pub cmdline: String,
     pub notify: Notifications,
     exited: Option<ExitStatus>,
+    /// Basic-auth credentials sent on every request, if any.
+    pub auth: Option<String>,
 }
 
 impl Agent {
@@ -633,7 +664,7 @@ impl Agent {
     fn wait_http(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok((200, _)) = http_get(self.port, "/metrics") {
+            if let Ok((200, _)) = http_get_as(self.port, "/metrics", self.auth.as_deref()) {
                 return Ok(());
             }
             if let Some(st) = self.poll_exit() {
@@ -676,7 +707,7 @@ impl Agent {
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
-        http_get(self.port, path)
+        http_get_as(self.port, path, self.auth.as_deref())
     }
 
     pub fn try_metrics(&self) -> Result<Metrics, String> {
@@ -749,6 +780,7 @@ impl Agent {
         show: impl Fn(&T) -> String,
     ) -> T {
         let port = self.port;
+        let auth = self.auth.clone();
         let child = &mut self.child;
         let log = self.log.clone();
         wait_for(
@@ -760,7 +792,7 @@ impl Agent {
                         std::fs::read_to_string(&log).unwrap_or_default()
                     );
                 }
-                match http_get(port, path)? {
+                match http_get_as(port, path, auth.as_deref())? {
                     (200, body) => parse(&body),
                     (code, body) => Err(format!("{path} answered {code}: {body}")),
                 }

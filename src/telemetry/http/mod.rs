@@ -93,7 +93,10 @@ impl Shared {
         };
         let m = &self.metrics;
         sync(&m.fs_events, self.watch.events.load(Ordering::Relaxed));
-        sync(&m.fs_events_dropped, self.watch.dropped.load(Ordering::Relaxed));
+        sync(
+            &m.fs_events_dropped,
+            self.watch.dropped.load(Ordering::Relaxed),
+        );
         sync(&m.http_evicted, self.server.evicted.load(Ordering::Relaxed));
         sync(&m.http_refused, self.server.refused.load(Ordering::Relaxed));
         m.http_connections
@@ -137,23 +140,28 @@ pub fn is_loopback(peer: &SocketAddr) -> bool {
 /// in front of every endpoint.
 async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let open = matches!(path.as_str(), "/healthz" | "/livez");
     let web = s.access.web.as_ref().map(|w| w.current());
     let mut authenticated = false;
-    if let Some(cfg) = web.as_ref().filter(|c| c.auth_required()) {
+    if let Some(auth) = web.as_ref().and_then(|c| c.basic_auth()) {
         if !open {
-            let auth = req.headers().get(header::AUTHORIZATION);
-            match cfg.basic_auth().check(auth).await {
+            match auth.check(req.headers().get(header::AUTHORIZATION)).await {
                 Ok(_) => authenticated = true,
                 Err(e) => {
                     s.metrics.http_auth_failures.inc();
                     tracing::debug!(?peer, error = %e, "HTTP authentication failed");
-                    let mut r = text(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
-                    r.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        header::HeaderValue::from_static("Basic realm=\"driftd\""),
-                    );
+                    let code = e.status();
+                    let mut r = text(code, format!("{code}\n"));
+                    if code == StatusCode::UNAUTHORIZED {
+                        r.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            header::HeaderValue::from_static("Basic realm=\"driftd\""),
+                        );
+                    }
                     return with_headers(r, web.as_deref());
                 }
             }

@@ -189,8 +189,13 @@ pub async fn serve(
 }
 
 /// Serve one connection with hyper's HTTP/1, bounded.
-async fn connection<IO>(io: IO, peer: SocketAddr, app: Router, busy: Arc<AtomicBool>, limits: Limits)
-where
+async fn connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    app: Router,
+    busy: Arc<AtomicBool>,
+    limits: Limits,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
