@@ -92,6 +92,51 @@ fn compare_live(expected: &Entry, actual: &Entry, type_only: bool) -> Option<Fin
     })
 }
 
+/// A file seen but not read that the manifest lacks is handled like any
+/// unreadable path the manifest lacks (it is there: `added`, unless it may
+/// appear).
+fn partial_as_unreadable(manifest: &Manifest, ev: ScanEvent) -> ScanEvent {
+    match ev {
+        ScanEvent::Partial {
+            entry,
+            cause,
+            reason,
+        } if manifest.find(&entry.path).is_none() => ScanEvent::Unreadable {
+            path: entry.path,
+            cause,
+            reason,
+            subtree: false,
+        },
+        other => other,
+    }
+}
+
+/// A file seen but not read (it could not be opened, or changed while
+/// read): what its metadata already shows (its type, size, mode, owner,
+/// link target) is drift, whatever its content; if nothing does, it is
+/// unreadable.
+fn partial_finding(
+    expected: &Entry,
+    actual: &Entry,
+    cause: UnreadableKind,
+    reason: String,
+) -> Finding {
+    let mut known = expected.clone();
+    if actual.hash.is_none() {
+        known.hash = None;
+    }
+    if actual.xattrs.is_none() {
+        known.xattrs = None;
+    }
+    match compare_live(&known, actual, false) {
+        Some(mut f) => {
+            f.reason = Some(format!("content not read: {reason}"));
+            f
+        }
+        None => Finding::unreadable(&expected.path, cause, reason),
+    }
+}
+
 /// The manifest entries a scan starting at `start` covers: the path itself
 /// and everything below it (contiguous, since entries are sorted by bytes).
 fn scope(manifest: &Manifest, start: Option<&[u8]>) -> (Option<usize>, Range<usize>) {
@@ -134,7 +179,17 @@ pub fn check_scope(
             threads,
         },
         control,
-        &mut |ev| match ev {
+        &mut |ev| match partial_as_unreadable(manifest, ev) {
+            ScanEvent::Partial {
+                entry,
+                cause,
+                reason,
+            } => {
+                if let Some(i) = manifest.find(&entry.path) {
+                    seen[i] = true;
+                    findings.push(partial_finding(&manifest.entries[i], &entry, cause, reason));
+                }
+            }
             ScanEvent::Entry { entry, mount_point } => {
                 if entry.kind == crate::manifest::FileKind::Dir && !mount_point {
                     dirs.push(entry.path.clone());

@@ -42,6 +42,7 @@ pub(super) struct Job {
     pub attrs: AttrSet,
 }
 
+/// Why a file could not be read: a typed cause and a message.
 type Failure = (UnreadableKind, String);
 
 pub(super) fn hash_worker(
@@ -54,39 +55,79 @@ pub(super) fn hash_worker(
         if control.cancelled() {
             continue; // drain the queue so the walker can finish
         }
-        let opened = open_regular(job.dir.as_fd(), &job.name);
-        // The directory is not needed past the open: give its budget slot
-        // back before the (possibly long) read.
-        drop(job.dir);
-        let result = match opened {
-            Ok(fd) => hash_file(&fd, job.seen, &job.rel, job.attrs, &mut buf, control),
+        let outcome = match open_regular(job.dir.as_fd(), &job.name) {
+            Ok(fd) => {
+                // The directory is not needed past the open: give its budget
+                // slot back before the (possibly long) read.
+                drop(job.dir);
+                hash_file(&fd, job.seen, &job.rel, job.attrs, &mut buf, control)
+            }
             Err(Errno::NOENT) => continue, // vanished: it is not there now
-            Err(Errno::LOOP) => Err((
-                UnreadableKind::ChangedWhileRead,
-                "changed while being read (replaced by a symlink)".into(),
-            )),
-            // ENXIO comes from a socket or a device without a driver: not the
-            // regular file that was listed.
-            Err(Errno::NXIO) => Err((
-                UnreadableKind::ChangedWhileRead,
-                "changed while being read (replaced)".into(),
-            )),
-            Err(e) => Err((cause_of(e), format!("cannot open: {}", errno_text(e)))),
+            Err(e) => {
+                let failure = match e {
+                    // ELOOP: a symlink now; ENXIO: a socket or a device
+                    // without a driver: not the regular file that was listed.
+                    Errno::LOOP | Errno::NXIO => (
+                        UnreadableKind::ChangedWhileRead,
+                        "changed while being read (replaced)".into(),
+                    ),
+                    e => (cause_of(e), format!("cannot open: {}", errno_text(e))),
+                };
+                // What is there now, by lstat: what already differs from the
+                // manifest (its type, mode, owner, size) is drift even though
+                // its content cannot be read.
+                match looked_at(job.dir.as_fd(), &job.name, &job.rel, job.attrs) {
+                    Some(entry) => Outcome::Partial(entry, failure),
+                    None => Outcome::Failed(failure),
+                }
+            }
         };
-        let (ev, bytes) = match result {
-            Ok((entry, bytes)) => (
+        let (ev, bytes) = match outcome {
+            Outcome::Hashed(entry, bytes) => (
                 ScanEvent::Entry {
                     entry,
                     mount_point: false,
                 },
                 bytes,
             ),
-            Err((cause, reason)) => (unreadable(&job.rel, cause, reason, false), 0),
+            Outcome::Partial(entry, (cause, reason)) => (
+                ScanEvent::Partial {
+                    entry,
+                    cause,
+                    reason,
+                },
+                0,
+            ),
+            Outcome::Failed((cause, reason)) => (unreadable(&job.rel, cause, reason, false), 0),
         };
         if events.send((ev, bytes)).is_err() {
             return;
         }
     }
+}
+
+/// How reading one listed file went.
+enum Outcome {
+    /// Read whole: every attribute known.
+    Hashed(Entry, u64),
+    /// Seen but not read: the metadata of the last look, and why.
+    Partial(Entry, Failure),
+    /// Not even seen.
+    Failed(Failure),
+}
+
+/// The path's entry by `lstat` (and `readlink` for a symlink), without
+/// content or xattrs; `None` if it cannot be seen either.
+fn looked_at(dir: BorrowedFd<'_>, name: &CString, rel: &[u8], attrs: AttrSet) -> Option<Entry> {
+    let st =
+        rustix::fs::statat(dir, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    let meta = Meta::from_stat(&st);
+    let mut entry = meta.entry(rel.into(), attrs);
+    if meta.kind() == FileKind::Symlink && attrs.contains(Attr::Target) {
+        let target = rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new()).ok()?;
+        entry.target = Some(target.into_bytes().into_boxed_slice());
+    }
+    Some(entry)
 }
 
 fn open_regular(dir: BorrowedFd<'_>, name: &CString) -> Result<OwnedFd, Errno> {
@@ -114,53 +155,73 @@ fn hash_file(
     attrs: AttrSet,
     buf: &mut [u8],
     control: &ScanControl,
-) -> Result<(Entry, u64), Failure> {
-    let stat = |fd: &OwnedFd| {
-        rustix::fs::fstat(fd)
-            .map(|st| Meta::from_stat(&st))
-            .map_err(|e| (cause_of(e), format!("cannot stat: {}", errno_text(e))))
+) -> Outcome {
+    let first = match rustix::fs::fstat(fd) {
+        Ok(st) => Meta::from_stat(&st),
+        Err(e) => return Outcome::Failed((cause_of(e), format!("cannot stat: {}", errno_text(e)))),
     };
-    let first = stat(fd)?;
     if first.kind() != FileKind::File || seen.is_some_and(|s| !first.same_object(&s)) {
-        // Closed without a single read: a FIFO or device is never read.
-        return Err((
-            UnreadableKind::ChangedWhileRead,
-            "changed while being read (replaced)".into(),
-        ));
+        // Closed without a single read: a FIFO or device is never read. What
+        // was opened is what is there now: its type and metadata count.
+        return Outcome::Partial(
+            first.entry(rel.into(), attrs),
+            (
+                UnreadableKind::ChangedWhileRead,
+                "changed while being read (replaced)".into(),
+            ),
+        );
     }
     let want_hash = attrs.contains(Attr::Content);
     let mut before = first;
     for _attempt in 0..2 {
         let (hash, bytes) = if want_hash {
-            let (h, n) = hash_fd(fd, buf, control)
-                .map_err(|e| (io_cause(&e), format!("read error: {e}")))?;
-            (Some(h), n)
+            match hash_fd(fd, buf, control) {
+                Ok((h, n)) => (Some(h), n),
+                Err(e) => {
+                    let failure = (io_cause(&e), format!("read error: {e}"));
+                    return Outcome::Partial(before.entry(rel.into(), attrs), failure);
+                }
+            }
         } else {
             (None, 0)
         };
         let xattrs = if attrs.contains(Attr::Xattrs) {
-            Some(
-                xattr::read_fd(fd.as_fd())
-                    .map_err(|e| (io_cause(&e), format!("cannot read xattrs: {e}")))?,
-            )
+            match xattr::read_fd(fd.as_fd()) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    let failure = (io_cause(&e), format!("cannot read xattrs: {e}"));
+                    return Outcome::Partial(before.entry(rel.into(), attrs), failure);
+                }
+            }
         } else {
             None
         };
-        let after = stat(fd)?;
+        let after = match rustix::fs::fstat(fd) {
+            Ok(st) => Meta::from_stat(&st),
+            Err(e) => {
+                let failure = (cause_of(e), format!("cannot stat: {}", errno_text(e)));
+                return Outcome::Partial(before.entry(rel.into(), attrs), failure);
+            }
+        };
         // Unchanged size and times (mtime and ctime, with nanoseconds)
         // while we read: the hash describes one version of the file.
         if after.same_version(&before) && (!want_hash || bytes == after.size) {
             let mut entry = after.entry(rel.into(), attrs);
             entry.hash = hash;
             entry.xattrs = xattrs;
-            return Ok((entry, bytes));
+            return Outcome::Hashed(entry, bytes);
         }
         before = after;
     }
-    Err((
-        UnreadableKind::ChangedWhileRead,
-        "changed while being read (twice)".into(),
-    ))
+    // It keeps changing: its content is unknown, but what its last look
+    // already shows (a size, a mode, an owner unlike the image's) is drift.
+    Outcome::Partial(
+        before.entry(rel.into(), attrs),
+        (
+            UnreadableKind::ChangedWhileRead,
+            "changed while being read (twice)".into(),
+        ),
+    )
 }
 
 fn hash_fd(

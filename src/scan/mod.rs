@@ -90,6 +90,17 @@ pub enum ScanEvent {
     /// directory on another filesystem that was not descended into
     /// (`one_file_system`): only its type is meaningful.
     Entry { entry: Entry, mount_point: bool },
+    /// A regular file (as listed) whose metadata was seen but whose content
+    /// or xattrs could not be established: it could not be opened, it changed
+    /// while being read, or something else was there when it was opened.
+    /// `entry` is what the last look saw (its type, size, mode, owner; no
+    /// hash, and xattrs only if they were read): what already differs from
+    /// the manifest is drift, whatever the content; the rest is unknown.
+    Partial {
+        entry: Entry,
+        cause: UnreadableKind,
+        reason: String,
+    },
     /// A path that could not be checked, and why. `subtree` is set when
     /// nothing below it could be checked either.
     Unreadable {
@@ -223,7 +234,7 @@ pub fn scan_with(
                         stats.bytes_hashed = stats.bytes_hashed.saturating_add(bytes);
                     }
                 }
-                ScanEvent::Unreadable { .. } => stats.unreadable += 1,
+                ScanEvent::Partial { .. } | ScanEvent::Unreadable { .. } => stats.unreadable += 1,
             }
             sink(ev);
         }
@@ -248,6 +259,7 @@ pub fn scan_collect(opts: &ScanOptions<'_>) -> Result<Collected, ScanError> {
     let mut bad = Vec::new();
     let stats = scan(opts, &mut |ev| match ev {
         ScanEvent::Entry { entry, .. } => entries.push(entry),
+        ScanEvent::Partial { entry, reason, .. } => bad.push((entry.path, reason)),
         ScanEvent::Unreadable { path, reason, .. } => bad.push((path, reason)),
     })?;
     entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));

@@ -1,0 +1,152 @@
+//! The tree as an attacker shapes it: attacks that used to leave a drifted
+//! host *unknown* (or *clean*), each class in more than one form, with the
+//! real binary. Needs root for mounts and for checking as another user (CI
+//! runs as root; without it those cases fail under `CI`, else skip).
+//!
+//! - What is already known to differ is drift: a file that keeps growing
+//!   (or is replaced over and over) while it is read, a file the checker
+//!   may not open whose mode already differs.
+
+mod agent_util;
+mod common;
+
+use agent_util::Launch;
+use common::{exp, Dir};
+use std::fs;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run `f` in a thread until the returned guard is dropped.
+struct Busy {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Busy {
+    fn start(mut f: impl FnMut(u64) + Send + 'static) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) {
+                f(n);
+                n += 1;
+            }
+            n
+        });
+        // Let it get going.
+        std::thread::sleep(Duration::from_millis(50));
+        Busy {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let n = t.join().expect("the busy thread");
+            assert!(n > 0, "the busy thread never ran");
+        }
+    }
+}
+
+/// A file that keeps growing while it is read: its size already differs
+/// from the image's on the first look, so it is drift (`modified`, size),
+/// not "unreadable (changed while being read)" forever.
+#[test]
+fn a_file_that_keeps_growing_while_read_is_drift_not_unknown() {
+    let d = Dir::standard("adv-growing");
+    d.write("/etc/app.db", vec![b'x'; 8 << 20]);
+    d.bake_and_assert_clean(&[]);
+    let path = d.path("/etc/app.db");
+    let _writer = Busy::start(move |_| {
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[b'y'; 4096]).unwrap();
+    });
+    let c = d.check();
+    let f = c.finding("/etc/app.db");
+    assert_eq!(f["kind"], "modified", "{c}");
+    let attrs = f["attributes"].as_array().unwrap();
+    assert!(attrs.iter().any(|a| a == "size"), "{c}");
+    assert_eq!(c.verdict(), "drifted", "{c}");
+    assert_eq!(c.code(), 1);
+}
+
+/// The same class, the other form: a file replaced over and over by
+/// rename while the check runs is drift too, never unknown.
+#[test]
+fn a_file_replaced_in_a_loop_is_drift_not_unknown() {
+    let d = Dir::standard("adv-replaced");
+    d.write("/etc/app.conf", vec![b'x'; 1 << 20]);
+    d.bake_and_assert_clean(&[]);
+    let (path, tmp) = (d.path("/etc/app.conf"), d.path("/etc/.app.conf.new"));
+    let _writer = Busy::start(move |n| {
+        fs::write(
+            &tmp,
+            vec![b'a' + (n % 26) as u8; (1 << 20) + 1 + (n as usize % 4096)],
+        )
+        .unwrap();
+        fs::rename(&tmp, &path).unwrap();
+    });
+    let c = d.check();
+    let f = c.finding("/etc/app.conf");
+    assert_eq!(f["kind"], "modified", "{c}");
+    assert_eq!(c.verdict(), "drifted", "{c}");
+}
+
+/// A file the checker may not open (as another user: mode 0000 now) whose
+/// mode already differs from the image's is `metadata` drift, not
+/// unreadable: what is seen is enough.
+#[test]
+fn a_file_that_cannot_be_opened_but_whose_mode_differs_is_drift() {
+    let d = Dir::standard("adv-unopenable");
+    d.write("/etc/app.conf", "setting = 1\n");
+    d.bake_and_assert_clean(&[]);
+    if !common::prepare_for_nobody(&d) {
+        return;
+    }
+    d.chmod("/etc/app.conf", 0o000);
+    let c = d.check_as_nobody();
+    c.assert_findings(1, &[exp("/etc/app.conf", "metadata", &["mode"])]);
+    let reason = c.finding("/etc/app.conf")["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("content not read"), "{c}");
+    // Its mode as baked but still unreadable to this user: unknown, never
+    // clean.
+    d.chmod("/etc/app.conf", 0o600);
+    let c = d.check_as_nobody();
+    let f = c.finding("/etc/app.conf");
+    assert!(
+        f["kind"] == "metadata" || f["kind"] == "unreadable",
+        "never clean: {c}"
+    );
+    assert_ne!(c.verdict(), "clean");
+}
+
+/// The agent declares such drift (the confirmation re-reads the metadata
+/// and sees it again), where it used to stay unknown forever.
+#[test]
+fn the_agent_declares_a_growing_file_drifted() {
+    let d = Dir::standard("adv-growing-agent");
+    d.write("/etc/app.db", vec![b'x'; 8 << 20]);
+    d.bake_and_assert_clean(&[]);
+    let mut a = Launch::new(&d).start();
+    a.wait_ready();
+    a.wait_metrics("clean", |m| m.verdict("clean") == 1.0);
+    let path = d.path("/etc/app.db");
+    let _writer = Busy::start(move |_| {
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[b'y'; 4096]).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    });
+    a.wait_drifted();
+    let s = a.status();
+    assert!(
+        agent_util::has_finding(&s, "/etc/app.db", "modified"),
+        "{s}"
+    );
+}
