@@ -64,7 +64,7 @@ fn events(root: &Path, start: Option<&str>) -> (Vec<ScanEvent>, u64) {
 
 fn path_of(ev: &ScanEvent) -> &[u8] {
     match ev {
-        ScanEvent::Entry { entry, .. } => &entry.path,
+        ScanEvent::Entry { entry, .. } | ScanEvent::Partial { entry, .. } => &entry.path,
         ScanEvent::Unreadable { path, .. } => path,
     }
 }
@@ -195,7 +195,9 @@ fn a_tree_deeper_than_the_held_descriptors_scans_completely() {
             ScanEvent::Entry { entry, .. } => {
                 (String::from_utf8(entry.path.to_vec()).unwrap(), entry.hash)
             }
-            ScanEvent::Unreadable { .. } => panic!("unreadable: {ev:?}"),
+            ScanEvent::Partial { .. } | ScanEvent::Unreadable { .. } => {
+                panic!("unreadable: {ev:?}")
+            }
         })
         .collect();
     assert_eq!(got, expected);
