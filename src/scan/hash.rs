@@ -65,9 +65,13 @@ pub(super) fn hash_worker(
             Err(Errno::NOENT) => continue, // vanished: it is not there now
             Err(e) => {
                 let failure = match e {
-                    // ELOOP: a symlink now; ENXIO: a socket or a device
-                    // without a driver: not the regular file that was listed.
-                    Errno::LOOP | Errno::NXIO => (
+                    Errno::LOOP => (
+                        UnreadableKind::ChangedWhileRead,
+                        "changed while being read (replaced by a symlink)".into(),
+                    ),
+                    // ENXIO: a socket or a device without a driver: not the
+                    // regular file that was listed.
+                    Errno::NXIO => (
                         UnreadableKind::ChangedWhileRead,
                         "changed while being read (replaced)".into(),
                     ),

@@ -2,6 +2,7 @@
 //! descriptor budget, targeted starts, and xattrs read through O_PATH.
 
 use super::*;
+use crate::manifest::FileKind;
 use crate::policy::{CompiledPolicy, Policy};
 
 #[test]
@@ -359,20 +360,40 @@ fn a_listed_file_replaced_before_the_open_is_never_read() {
     )
     .unwrap();
     std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("link")).unwrap();
-    for (name, why) in [
-        ("fifo", "changed while being read (replaced)"),
-        ("link", "changed while being read (replaced by a symlink)"),
+    // What is there instead is reported as seen (its type counts: drift),
+    // with why its content was not read.
+    for (name, kind, target, why) in [
+        (
+            "fifo",
+            FileKind::Fifo,
+            None,
+            "changed while being read (replaced)",
+        ),
+        (
+            "link",
+            FileKind::Symlink,
+            Some(b"/etc/passwd".as_slice()),
+            "changed while being read (replaced by a symlink)",
+        ),
     ] {
         let evs = run_job(tmp.path(), name);
-        assert_eq!(
-            evs,
-            [unreadable(
-                format!("/{name}").as_bytes(),
-                UnreadableKind::ChangedWhileRead,
-                why.into(),
-                false
-            )]
-        );
+        match evs.as_slice() {
+            [ScanEvent::Partial {
+                entry,
+                cause,
+                reason,
+            }] => {
+                assert_eq!(*entry.path, *format!("/{name}").as_bytes());
+                assert_eq!(entry.kind, kind, "{name}");
+                assert_eq!(entry.target.as_deref(), target, "{name}");
+                assert_eq!(entry.hash, None);
+                assert_eq!(
+                    (*cause, reason.as_str()),
+                    (UnreadableKind::ChangedWhileRead, why)
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
     }
     assert!(run_job(tmp.path(), "vanished").is_empty());
     write(&tmp.path().join("file"), b"content\n");
