@@ -150,3 +150,44 @@ fn the_agent_declares_a_growing_file_drifted() {
         "{s}"
     );
 }
+
+/// Blind spots are visible: without CAP_SYS_ADMIN (as under the shipped
+/// unit) `trusted.*` xattrs cannot be seen; the agent says so in a metric,
+/// in /status and in its log, instead of silently missing them.
+#[test]
+fn blind_spots_are_visible() {
+    let d = Dir::standard("adv-blind");
+    d.bake_and_assert_clean(&[]);
+    let Some(setpriv) = common::tool("setpriv", "util-linux") else {
+        return;
+    };
+    if common::skip_unless_root("dropping CAP_SYS_ADMIN") {
+        return;
+    }
+    let mut a = Launch::new(&d).start();
+    a.wait_ready();
+    let m = a.metrics();
+    assert_eq!(
+        m.val("driftd_blind_spots", &[("class", "trusted_xattrs")]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(a.status()["blind_spots"], serde_json::json!([]));
+    drop(a);
+    let setpriv = setpriv.display().to_string();
+    let mut a = Launch::new(&d)
+        .wrap(&[&setpriv, "--bounding-set=-sys_admin", "--"])
+        .start();
+    a.wait_ready();
+    let m = a.metrics();
+    assert_eq!(
+        m.val("driftd_blind_spots", &[("class", "trusted_xattrs")]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        a.status()["blind_spots"],
+        serde_json::json!(["trusted_xattrs"])
+    );
+    assert!(a.log_text().contains("blind spot"), "{}", a.log_tail(10));
+}

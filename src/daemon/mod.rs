@@ -260,6 +260,9 @@ pub async fn run(
     use tokio::signal::unix::{signal, SignalKind};
     let a = &opts.agent;
     raise_descriptor_limit();
+    for b in crate::scan::blind_spots() {
+        warn!(class = b.label(), "blind spot: {}", b.explain());
+    }
     let web = match &a.web_config_file {
         Some(p) => Some(Arc::new(
             crate::telemetry::webconfig::WebConfigSource::open(p)

@@ -58,6 +58,47 @@ pub use meta::Meta;
 pub use pacer::Pacer;
 pub use xattr::trusted_visible;
 
+/// A class of attribute this process cannot see, so a change in it would go
+/// unnoticed: shown as `driftd_blind_spots{class}` and in `/status`, so a
+/// blind spot is a known fact, never a silent one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlindSpot {
+    /// `trusted.*` xattrs (overlayfs keeps `trusted.overlay.*` there): the
+    /// kernel lists them only to a process with `CAP_SYS_ADMIN`, which the
+    /// shipped unit does not grant.
+    TrustedXattrs,
+}
+
+impl BlindSpot {
+    pub const ALL: [BlindSpot; 1] = [BlindSpot::TrustedXattrs];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            BlindSpot::TrustedXattrs => "trusted_xattrs",
+        }
+    }
+
+    /// What it hides, for the log.
+    pub fn explain(self) -> &'static str {
+        match self {
+            BlindSpot::TrustedXattrs => {
+                "trusted.* xattrs (such as overlayfs' trusted.overlay.*) are invisible without \
+                 CAP_SYS_ADMIN: one added after baking goes unnoticed (README: Trust boundary)"
+            }
+        }
+    }
+}
+
+/// The blind spots of this process.
+pub fn blind_spots() -> Vec<BlindSpot> {
+    let mut v = Vec::new();
+    if !trusted_visible() {
+        v.push(BlindSpot::TrustedXattrs);
+    }
+    v
+}
+
 use crate::manifest::diff::UnreadableKind;
 use crate::manifest::Entry;
 use crate::policy::CompiledPolicy;

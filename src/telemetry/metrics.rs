@@ -77,6 +77,7 @@ pub struct Metrics {
     pub http_evicted: IntCounter,
     pub http_refused: IntCounter,
     pub http_auth_failures: IntCounter,
+    pub blind_spots: IntGaugeVec,
     pub signal: SignalMetrics,
 }
 
@@ -177,6 +178,7 @@ impl Metrics {
             http_evicted: counter(&r, "driftd_http_connections_evicted_total", "Idle or unfinished connections closed to make room for a new one (the connection limit was reached)."),
             http_refused: counter(&r, "driftd_http_connections_refused_total", "Connections closed at once because every connection was busy with a request."),
             http_auth_failures: counter(&r, "driftd_http_auth_failures_total", "Requests refused for missing or wrong basic-auth credentials."),
+            blind_spots: gauges(&r, "driftd_blind_spots", "1 for each class of attribute this agent cannot see (a change there goes unnoticed), 0 for the others.", &["class"]),
             signal,
             registry: r,
         };
@@ -197,6 +199,12 @@ impl Metrics {
         }
         for cause in UnreadableKind::ALL {
             m.scan_errors.with_label_values(&[cause.label()]);
+        }
+        let blind = crate::scan::blind_spots();
+        for class in crate::scan::BlindSpot::ALL {
+            m.blind_spots
+                .with_label_values(&[class.label()])
+                .set(i64::from(blind.contains(&class)));
         }
         m
     }

@@ -51,6 +51,8 @@ pub struct StatusDoc {
     pub findings: Vec<FindingRecord>,
     /// The findings that confirmed the drift (kept across restarts).
     pub drift_record: Option<DriftEpisode>,
+    /// Classes of attributes this agent cannot see (`trusted_xattrs`).
+    pub blind_spots: Vec<crate::scan::BlindSpot>,
 }
 
 impl StatusDoc {
@@ -79,6 +81,7 @@ impl StatusDoc {
             findings_truncated: false,
             findings: Vec::new(),
             drift_record: None,
+            blind_spots: crate::scan::blind_spots(),
         }
     }
 
@@ -118,6 +121,7 @@ impl StatusDoc {
             findings_truncated: (findings.len() as u64) < total,
             findings,
             drift_record: view.drift.cloned(),
+            blind_spots: crate::scan::blind_spots(),
         }
     }
 }

@@ -366,6 +366,7 @@ pub struct Launch {
     extra_args: Vec<String>,
     listen_any: bool,
     auth: Option<String>,
+    wrapper: Vec<String>,
 }
 
 impl Launch {
@@ -393,7 +394,16 @@ impl Launch {
             extra_args: Vec::new(),
             listen_any: false,
             auth: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Start the agent through this command (e.g. `setpriv
+    /// --bounding-set=-sys_admin --`), which must exec it (the pid stays the
+    /// agent's).
+    pub fn wrap(mut self, argv: &[&str]) -> Launch {
+        self.wrapper = argv.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Send these basic-auth credentials (`user:password`) on every request
@@ -515,7 +525,11 @@ impl Launch {
             let notify = Notifications::bind(&sock);
             let port = free_port();
             let args = self.args(port, &config);
-            let mut cmd = if let Some((soft, hard)) = self.nofile {
+            let mut cmd = if let Some((prog, rest)) = self.wrapper.split_first() {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(BIN).args(&args);
+                c
+            } else if let Some((soft, hard)) = self.nofile {
                 // util-linux, which .ci/setup installs (setpriv).
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={soft}:{hard}"))
