@@ -11,10 +11,12 @@
 //! or one path and its subtree (the agent's targeted re-checks after a
 //! filesystem event): only the manifest entries in scope can be removed.
 
-use crate::manifest::diff::{compare, Counts, Finding, FindingKind, UnreadableKind, Verdict};
+use crate::manifest::diff::{
+    compare, Change, Counts, Finding, FindingKind, UnreadableKind, Verdict,
+};
 use crate::manifest::{Entry, Manifest};
 use crate::policy::CompiledPolicy;
-use crate::scan::{self, ScanControl, ScanEvent, ScanOptions, ScanStats};
+use crate::scan::{self, Mount, ScanControl, ScanEvent, ScanOptions, ScanStats};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -90,6 +92,23 @@ fn compare_live(expected: &Entry, actual: &Entry, type_only: bool) -> Option<Fin
             "cannot check its trusted.* xattrs: they are visible only with CAP_SYS_ADMIN",
         ))
     })
+}
+
+/// A mount the policy does not expect over a directory of the image: drift,
+/// reported as `metadata` with the attribute `mount` (and whatever else of
+/// the directory differs, its mode and owner compared like any directory's).
+fn mount_finding(expected: &Entry, actual: &Entry, mount: &Mount) -> Finding {
+    let mut f = compare_live(expected, actual, false)
+        .unwrap_or_else(|| Finding::simple(&expected.path, FindingKind::Metadata));
+    if f.kind != FindingKind::Type {
+        f.attributes.push("mount");
+        f.changes.push(Change {
+            attribute: "mount",
+            expected: Some("no mount".into()),
+            actual: Some(mount.what.clone()),
+        });
+    }
+    f
 }
 
 /// A file seen but not read that the manifest lacks is handled like any
@@ -190,17 +209,25 @@ pub fn check_scope(
                     findings.push(partial_finding(&manifest.entries[i], &entry, cause, reason));
                 }
             }
-            ScanEvent::Entry { entry, mount_point } => {
-                if entry.kind == crate::manifest::FileKind::Dir && !mount_point {
+            ScanEvent::Entry { entry, mount } => {
+                let entered = mount.as_ref().is_none_or(|m| m.entered);
+                if entry.kind == crate::manifest::FileKind::Dir && entered {
                     dirs.push(entry.path.clone());
                 }
                 match manifest.find(&entry.path) {
                     Some(i) => {
                         seen[i] = true;
                         let expected = &manifest.entries[i];
-                        findings.extend(compare_live(expected, &entry, mount_point));
-                        if mount_point {
-                            // Only unknown if the image had something below it.
+                        findings.extend(match &mount {
+                            None => compare_live(expected, &entry, false),
+                            // The root of another filesystem, where the
+                            // policy expects one: its type counts, its mode
+                            // and owner are that filesystem's business.
+                            Some(m) if m.expected => compare_live(expected, &entry, true),
+                            Some(m) => Some(mount_finding(expected, &entry, m)),
+                        });
+                        if !entered {
+                            // What the image had below it was not checked.
                             blind.insert(entry.path, None);
                         }
                     }
@@ -278,7 +305,7 @@ pub fn check_scope(
             None => notes.push(Finding::unreadable(
                 path,
                 UnreadableKind::NotEntered,
-                format!("mount point not entered (one_file_system); {note}"),
+                format!("mount point not entered (one_file_system: the mount itself is reported); {note}"),
             )),
         }
     }

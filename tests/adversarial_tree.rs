@@ -191,3 +191,166 @@ fn blind_spots_are_visible() {
     );
     assert!(a.log_text().contains("blind spot"), "{}", a.log_tail(10));
 }
+
+// ------------------------------------------------------------------ mounts
+
+/// Something mounted at a path, unmounted on drop (also when a test fails).
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    /// `mount ARGS... TARGET`; `None` (after saying why) when mounting is
+    /// impossible here (under CI that fails the test).
+    fn new(args: &[&str], target: &std::path::Path) -> Option<Mounted> {
+        if common::skip_unless_root("mounting") {
+            return None;
+        }
+        let mount = common::tool("mount", "mount")?;
+        let o = common::run(std::process::Command::new(mount).args(args).arg(target));
+        assert_eq!(o.code, 0, "mount {args:?} {target:?}\n{o}");
+        Some(Mounted(target.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs over a directory that is empty in the image, holding a setuid
+/// file: it used to be clean (a mount point was compared by type only, and
+/// nothing below it was expected). The mount is drift.
+#[test]
+fn a_tmpfs_over_an_empty_image_directory_is_drift() {
+    let d = Dir::standard("adv-mount-tmpfs");
+    d.mkdir("/usr/local/bin");
+    d.bake_and_assert_clean(&[]);
+    let Some(_m) = Mounted::new(
+        &["-t", "tmpfs", "-o", "size=1m,mode=0755", "adv-tmpfs"],
+        &d.path("/usr/local/bin"),
+    ) else {
+        return;
+    };
+    d.write("/usr/local/bin/sudo", "#!/bin/sh\n");
+    d.chmod("/usr/local/bin/sudo", 0o4755);
+    let c = d.check();
+    c.assert_findings(1, &[exp("/usr/local/bin", "metadata", &["mount"])]);
+    let (_, what) = c.change("/usr/local/bin", "mount");
+    assert!(what.as_str().unwrap().contains("tmpfs"), "{c}");
+}
+
+/// A bind mount of another directory of the same filesystem over a checked
+/// one: no change of device, found by the mount id (statx).
+#[test]
+fn a_bind_mount_of_another_directory_is_drift_though_the_device_is_the_same() {
+    let d = Dir::standard("adv-mount-bind");
+    d.write("/usr/lib/libx.so.2", "library\n");
+    d.bake_and_assert_clean(&[]);
+    let evil = d.outside("evil-lib");
+    fs::create_dir_all(&evil).unwrap();
+    fs::write(evil.join("libx.so.2"), "library\n").unwrap();
+    fs::copy(d.path("/usr/lib/libx.so"), evil.join("libx.so")).unwrap();
+    let Some(_m) = Mounted::new(&["--bind", common::s(&evil)], &d.path("/usr/lib")) else {
+        return;
+    };
+    let c = d.check();
+    let fs = c.findings_for("/usr/lib");
+    let mount = fs
+        .iter()
+        .find(|f| f["kind"] == "metadata")
+        .unwrap_or_else(|| panic!("no metadata finding for /usr/lib\n{c}"));
+    assert!(
+        mount["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "mount"),
+        "{c}"
+    );
+    let what = mount["changes"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|x| x["attribute"] == "mount"))
+        .map(|x| x["actual"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    assert!(what.contains("bind mount of"), "{c}");
+    // What the image had below it was not checked (not "removed").
+    assert!(fs.iter().any(|f| f["kind"] == "unreadable"), "{c}");
+    assert_eq!(c.verdict(), "drifted");
+}
+
+/// A bind mount of a directory onto itself (what systemd's sandbox makes:
+/// ProtectHome=, ReadWritePaths=) shows the same files: transparent.
+#[test]
+fn a_bind_mount_of_a_directory_onto_itself_is_transparent() {
+    let d = Dir::standard("adv-mount-self");
+    d.bake_and_assert_clean(&[]);
+    let target = d.path("/usr/lib");
+    let Some(_m) = Mounted::new(&["--bind", common::s(&target)], &target) else {
+        return;
+    };
+    let Some(_ro) = Mounted::new(&["-o", "remount,ro,bind"], &target) else {
+        return;
+    };
+    d.check().assert_clean();
+    // What is below it is still checked.
+    let c = d.check_with(&["--allow-unsigned"]);
+    assert_eq!(c.verdict(), "clean");
+}
+
+/// A mount the policy expects (`[policy] mounts`): the walk goes into it
+/// and checks what is below as usual.
+#[test]
+fn an_expected_mount_is_entered_and_checked() {
+    let d = Dir::standard("adv-mount-expected");
+    d.write("/data/seed", "seed\n");
+    let config = d.write_outside("policy.toml", "[policy]\nmounts = [\"/data\"]\n");
+    d.bake(&["--config", common::s(&config)]);
+    d.check().assert_clean();
+    let Some(_m) = Mounted::new(
+        &["-t", "tmpfs", "-o", "size=1m,mode=0755", "adv-data"],
+        &d.path("/data"),
+    ) else {
+        return;
+    };
+    // The volume holds the image's file, unchanged: clean.
+    d.write("/data/seed", "seed\n");
+    d.check().assert_clean();
+    // Below it, drift is drift.
+    d.write("/data/seed", "changed\n");
+    d.write("/data/new", "x\n");
+    d.check().assert_findings(
+        1,
+        &[
+            exp("/data/new", "added", &[]),
+            exp("/data/seed", "modified", &["content", "size"]),
+        ],
+    );
+}
+
+/// The agent sees a mount as soon as it happens (inotify reports none): the
+/// mount table is watched and a change means a full rescan.
+#[test]
+fn the_agent_declares_a_new_mount_drifted_within_seconds() {
+    let d = Dir::standard("adv-mount-agent");
+    d.mkdir("/usr/local/bin");
+    d.bake_and_assert_clean(&[]);
+    if common::skip_unless_root("mounting") {
+        return;
+    }
+    let mut a = Launch::new(&d).start();
+    a.wait_ready();
+    a.wait_metrics("clean", |m| m.verdict("clean") == 1.0);
+    let Some(_m) = Mounted::new(
+        &["-t", "tmpfs", "-o", "size=1m,mode=0755", "adv-agent"],
+        &d.path("/usr/local/bin"),
+    ) else {
+        return;
+    };
+    let m = a.wait_drifted();
+    assert!(m.rescans("mounts_changed") >= 1.0, "{m}");
+    let s = a.status();
+    assert!(
+        agent_util::has_finding(&s, "/usr/local/bin", "metadata"),
+        "{s}"
+    );
+}

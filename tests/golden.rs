@@ -458,6 +458,11 @@ fn handwritten_manifest_parses_field_by_field() {
                 content_may_differ: vec!["/etc/machine-id".into()],
                 may_appear: vec![],
             },
+            // Not in the fixture: the default list.
+            mounts: driftd::policy::DEFAULT_MOUNTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     );
     let want = handwritten_entries();

@@ -365,8 +365,11 @@ impl Drop for Mount {
     }
 }
 
+/// A filesystem mounted over a directory the image had files in: the
+/// mount is drift (the policy does not expect one there), and what the
+/// image had below it was not checked (not reported removed).
 #[test]
-fn mount_point_over_image_files_is_unknown_not_removed() {
+fn mount_point_over_image_files_is_drift_and_what_is_below_unchecked() {
     let d = Dir::standard("mount-over-files");
     d.write("/data/a", "a\n");
     d.write("/data/b/c", "c\n");
@@ -375,25 +378,43 @@ fn mount_point_over_image_files_is_unknown_not_removed() {
         return;
     };
     let c = d.check();
-    c.assert_findings(2, &[exp("/data", "unreadable", &[])]);
-    let reason = c.finding("/data")["reason"].as_str().unwrap_or("");
+    c.assert_findings(
+        1,
+        &[
+            exp("/data", "metadata", &["mount"]),
+            exp("/data", "unreadable", &[]),
+        ],
+    );
+    let reason = c
+        .findings_for("/data")
+        .iter()
+        .find(|f| f["kind"] == "unreadable")
+        .and_then(|f| f["reason"].as_str())
+        .unwrap_or("")
+        .to_string();
     assert!(
         reason.contains("mount point") && reason.contains("3 manifest entries below not checked"),
         "{c}"
     );
 }
 
+/// A mount over a directory that was empty in the image used to be clean
+/// (nothing below it was expected), hiding whatever it brings: now the
+/// mount itself is drift.
 #[test]
-fn mount_point_over_empty_image_directory_is_clean() {
+fn mount_point_over_empty_image_directory_is_drift() {
     let d = Dir::standard("mount-over-empty");
     d.mkdir("/data");
     d.bake_and_assert_clean(&[]);
     let Some(_m) = Mount::tmpfs(&d.path("/data")) else {
         return;
     };
-    // Its files are another filesystem's business: not entered, not added.
     d.write("/data/runtime-file", "x\n");
-    d.check().assert_clean();
+    let c = d.check();
+    c.assert_findings(1, &[exp("/data", "metadata", &["mount"])]);
+    let (want, got) = c.change("/data", "mount");
+    assert_eq!(want, "no mount", "{c}");
+    assert!(got.as_str().unwrap_or("").contains("tmpfs"), "{c}");
 }
 
 // ---------------------------------------------------------------- vanishing and many

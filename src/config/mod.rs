@@ -242,6 +242,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let d = &defaults.policy;
     let exclude = pol.take("exclude").unwrap_or_else(|| d.exclude.clone());
     let one_file_system = pol.take("one_file_system").unwrap_or(d.one_file_system);
+    let mounts = pol.take("mounts").unwrap_or_else(|| d.mounts.clone());
     let rule_items = pol.tables("rules");
     let allow_v = pol.raw("allow");
     pol.finish();
@@ -280,6 +281,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             content_may_differ,
             may_appear,
         },
+        mounts,
     };
     // Semantic checks (globs, attribute names) even when other keys failed,
     // so one run shows every problem.
@@ -414,7 +416,7 @@ mod tests {
             "scan.threads:",
             "scan.thread: unknown key",
             // As the README shows it: the known keys in the order read.
-            "policy.exlude: unknown key (known keys here: exclude, one_file_system, rules, allow)",
+            "policy.exlude: unknown key (known keys here: exclude, one_file_system, mounts, rules, allow)",
             "policy.exclude[0]: pattern `relative/path` must be an absolute path",
             "policy.rules[0].attributes: unknown attribute `colour`",
             "policy.rules[1].paths: required",

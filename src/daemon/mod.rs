@@ -348,6 +348,11 @@ pub async fn run(
         reload_again: false,
     };
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut mounts = if a.watch {
+        crate::watch::watch_mounts()
+    } else {
+        None
+    };
     // The first load runs off the loop: the HTTP server answers (unknown)
     // meanwhile, and a SIGTERM is heard.
     agent.jobs.load(LoadKind::Start);
@@ -374,6 +379,15 @@ pub async fn run(
                 agent.reload(LoadKind::Reload);
             }
             msg = agent.watcher.recv() => agent.on_watch(msg),
+            Some(()) = async {
+                match mounts.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                info!("the mount table changed: full rescan");
+                agent.machine.handle_mounts_changed();
+            }
             // /livez: the loop answers while it turns.
             Some(reply) = pings.recv() => { let _ = reply.send(()); }
             Some(r) = results.recv() => agent.on_result(r),

@@ -61,6 +61,7 @@ pub struct CompiledPolicy {
     rule_sets: Vec<(GlobSet, AttrSet)>,
     content_may_differ: GlobSet,
     may_appear: GlobSet,
+    mounts: GlobSet,
 }
 
 impl CompiledPolicy {
@@ -107,14 +108,18 @@ impl CompiledPolicy {
             &format!("{key_prefix}.allow.may_appear"),
             &mut errors,
         );
-        match (exclude, cmd, appear) {
-            (Some(exclude), Some(content_may_differ), Some(may_appear)) if errors.is_empty() => {
+        let mounts = build_set(&policy.mounts, &format!("{key_prefix}.mounts"), &mut errors);
+        match (exclude, cmd, appear, mounts) {
+            (Some(exclude), Some(content_may_differ), Some(may_appear), Some(mounts))
+                if errors.is_empty() =>
+            {
                 Ok(CompiledPolicy {
                     policy,
                     exclude,
                     rule_sets,
                     content_may_differ,
                     may_appear,
+                    mounts,
                 })
             }
             _ => {
@@ -159,6 +164,11 @@ impl CompiledPolicy {
             }
         }
         attrs
+    }
+
+    /// Is a mount expected at exactly this path (`mounts`)?
+    pub fn mount_expected(&self, path: &[u8]) -> bool {
+        self.mounts.is_match(bytes_path(path))
     }
 
     /// May `path` exist on the host although the manifest lacks it? True

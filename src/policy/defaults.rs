@@ -33,6 +33,23 @@ pub const DEFAULT_CONTENT_MAY_DIFFER: &[&str] = &[
     "/etc/ssh/ssh_host_*",
 ];
 
+/// Where a host mounts a filesystem of its own over the image's tree: the
+/// boot partition and the EFI system partition.
+pub const DEFAULT_MOUNTS: &[&str] = &["/boot", "/boot/efi", "/efi"];
+
+/// The default `mounts` (also for manifests baked before the key existed).
+pub fn default_mounts() -> Vec<String> {
+    DEFAULT_MOUNTS.iter().map(|s| s.to_string()).collect()
+}
+
+/// Whether `mounts` is the default list.
+pub fn is_default_mounts(mounts: &[String]) -> bool {
+    mounts
+        .iter()
+        .map(String::as_str)
+        .eq(DEFAULT_MOUNTS.iter().copied())
+}
+
 /// Files that appear on first boot though no image contains them.
 pub const DEFAULT_MAY_APPEAR: &[&str] = &["/etc/ssh/ssh_host_*", "/etc/machine-id"];
 
@@ -49,6 +66,7 @@ impl Default for Policy {
                     .collect(),
                 may_appear: DEFAULT_MAY_APPEAR.iter().map(|s| s.to_string()).collect(),
             },
+            mounts: default_mounts(),
         }
     }
 }

@@ -23,7 +23,9 @@ mod defaults;
 
 pub use attr::{Attr, AttrSet, CONTENT_ATTRS};
 pub use compiled::{CompiledPolicy, PolicyError};
-pub use defaults::{DEFAULT_CONTENT_MAY_DIFFER, DEFAULT_EXCLUDES, DEFAULT_MAY_APPEAR};
+pub use defaults::{
+    DEFAULT_CONTENT_MAY_DIFFER, DEFAULT_EXCLUDES, DEFAULT_MAY_APPEAR, DEFAULT_MOUNTS,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,17 @@ pub struct Policy {
     /// Ordered rules; the first match wins; no match means the default set.
     pub rules: Vec<Rule>,
     pub allow: Allow,
+    /// Paths where a mount is expected (`/boot`, a data volume): the walk
+    /// goes into it and checks what is below as usual. A mount anywhere else
+    /// over a checked path is drift. Left out of a manifest when it is the
+    /// default list (so a default policy bakes the same bytes as before this
+    /// key existed, and older agents read it); manifests without it get the
+    /// default list.
+    #[serde(
+        default = "defaults::default_mounts",
+        skip_serializing_if = "defaults::is_default_mounts"
+    )]
+    pub mounts: Vec<String>,
 }
 
 #[cfg(test)]

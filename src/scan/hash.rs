@@ -87,13 +87,7 @@ pub(super) fn hash_worker(
             }
         };
         let (ev, bytes) = match outcome {
-            Outcome::Hashed(entry, bytes) => (
-                ScanEvent::Entry {
-                    entry,
-                    mount_point: false,
-                },
-                bytes,
-            ),
+            Outcome::Hashed(entry, bytes) => (ScanEvent::Entry { entry, mount: None }, bytes),
             Outcome::Partial(entry, (cause, reason)) => (
                 ScanEvent::Partial {
                     entry,

@@ -48,6 +48,7 @@
 mod dirfd;
 mod hash;
 mod meta;
+mod mounts;
 mod pacer;
 #[cfg(test)]
 mod tests;
@@ -127,10 +128,10 @@ pub const JOBS_PER_THREAD: usize = 32;
 /// One result of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanEvent {
-    /// A path and what it looks like now. `mount_point` is set for a
-    /// directory on another filesystem that was not descended into
-    /// (`one_file_system`): only its type is meaningful.
-    Entry { entry: Entry, mount_point: bool },
+    /// A path and what it looks like now. `mount` is set for a directory
+    /// that is the root of a mount (a bind mount of a directory onto itself
+    /// is not one: it shows the same files).
+    Entry { entry: Entry, mount: Option<Mount> },
     /// A regular file (as listed) whose metadata was seen but whose content
     /// or xattrs could not be established: it could not be opened, it changed
     /// while being read, or something else was there when it was opened.
@@ -150,6 +151,20 @@ pub enum ScanEvent {
         reason: String,
         subtree: bool,
     },
+}
+
+/// A mount the walk found over a checked directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The policy expects one here (`mounts`): it is checked like any
+    /// directory below which the walk goes on.
+    pub expected: bool,
+    /// The walk went below it (an expected mount, or `one_file_system`
+    /// off).
+    pub entered: bool,
+    /// What is mounted, for people (`tmpfs mount of none`, `bind mount of
+    /// /srv/x (ext4)`).
+    pub what: String,
 }
 
 /// Counters from one scan.
@@ -249,11 +264,11 @@ pub fn scan_with(
         let walker = walk::Walker {
             root_len: root_path.strip_suffix(b"/").unwrap_or(root_path).len(),
             policy: opts.policy,
-            root_dev: root_meta.dev,
             jobs: job_tx,
             events: ev_tx.clone(),
             control,
             budget,
+            mount_table: std::cell::OnceCell::new(),
         };
         s.spawn(move || match control.start.as_deref() {
             None | Some(b"/") => walker.run(root, root_meta),

@@ -14,8 +14,9 @@
 use super::dirfd::{self, Ancestors, Budget, Child, DirFd, Level, OpenError, Reopen};
 use super::hash::Job;
 use super::meta::Meta;
+use super::mounts::{self, Kind as MountKind, MountTable, Probe};
 use super::xattr::{self, BesideError};
-use super::{cause_of, errno_text, io_cause, unreadable, ScanControl, ScanEvent, HELD_DIRS};
+use super::{cause_of, errno_text, io_cause, unreadable, Mount, ScanControl, ScanEvent, HELD_DIRS};
 use crate::manifest::diff::UnreadableKind;
 use crate::manifest::paths::join;
 use crate::manifest::FileKind;
@@ -38,11 +39,12 @@ pub(super) struct Walker<'a> {
     /// it (no trailing slash), for the path-length rule.
     pub root_len: usize,
     pub policy: &'a CompiledPolicy,
-    pub root_dev: u64,
     pub jobs: Sender<Job>,
     pub events: Sender<(ScanEvent, u64)>,
     pub control: &'a ScanControl,
     pub budget: Arc<Budget>,
+    /// The mount table, read when the first mount root is met.
+    pub mount_table: std::cell::OnceCell<Option<MountTable>>,
 }
 
 /// What to do after visiting one child.
@@ -80,10 +82,7 @@ impl Walker<'_> {
                 )),
             }
         }
-        self.send(ScanEvent::Entry {
-            entry,
-            mount_point: false,
-        });
+        self.send(ScanEvent::Entry { entry, mount: None });
         let mut buf = listing_buf();
         match dirfd::list(root.as_fd(), &mut buf) {
             Ok(children) => self.walk(Level::base(rel, root, children), buf),
@@ -289,10 +288,7 @@ impl Walker<'_> {
                 return Step::Next;
             }
         }
-        self.send(ScanEvent::Entry {
-            entry,
-            mount_point: false,
-        });
+        self.send(ScanEvent::Entry { entry, mount: None });
         Step::Next
     }
 
@@ -303,10 +299,50 @@ impl Walker<'_> {
         }
     }
 
+    /// Is the directory `name` in `parent` the root of a mount (a self-bind
+    /// does not count), and is it expected there?
+    fn mount_at(
+        &self,
+        parent: &Arc<DirFd>,
+        name: &CString,
+        rel: &[u8],
+        meta: &Meta,
+    ) -> Option<Mount> {
+        let what = match mounts::probe(parent.as_fd(), name) {
+            Probe::Plain => return None,
+            Probe::MountRoot(id) => match self.mount_table.get_or_init(MountTable::read) {
+                Some(table) => match table.kind(id) {
+                    MountKind::SelfBind => return None,
+                    MountKind::Mount(what) => what,
+                },
+                // No /proc: a self-bind cannot be told apart; fail closed.
+                None => format!("mount {id} (/proc/self/mountinfo is not available)"),
+            },
+            // A kernel before 5.8 does not say: a change of device does.
+            Probe::Unknown => {
+                let parent_dev = rustix::fs::fstat(parent).map(|st| Meta::from_stat(&st).dev);
+                if parent_dev.map_or(true, |d| d == meta.dev) {
+                    return None;
+                }
+                format!(
+                    "another filesystem (device {}:{})",
+                    rustix::fs::major(meta.dev as _),
+                    rustix::fs::minor(meta.dev as _)
+                )
+            }
+        };
+        let expected = self.policy.mount_expected(rel);
+        Some(Mount {
+            expected,
+            entered: expected || !self.policy.one_file_system(),
+            what,
+        })
+    }
+
     /// A directory: opened once (relative to its parent, `O_NOFOLLOW`) for
     /// its xattrs, the check that it is what `lstat` saw, and its listing.
-    /// A mount point (`one_file_system`) is reported, not descended, and
-    /// opened only if its xattrs are wanted.
+    /// An unexpected mount (with `one_file_system`) is reported, not
+    /// descended, and opened only if its xattrs are wanted.
     fn visit_dir(
         &self,
         parent: &Arc<DirFd>,
@@ -317,10 +353,11 @@ impl Walker<'_> {
         buf: &mut Vec<u8>,
     ) -> Step {
         let mut entry = meta.entry(rel.clone(), attrs);
-        let mount_point = self.policy.one_file_system() && meta.dev != self.root_dev;
+        let mount = self.mount_at(parent, &name, &rel, &meta);
+        let enter = mount.as_ref().is_none_or(|m| m.entered);
         let want_xattrs = attrs.contains(Attr::Xattrs);
-        if mount_point && !want_xattrs {
-            self.send(ScanEvent::Entry { entry, mount_point });
+        if !enter && !want_xattrs {
+            self.send(ScanEvent::Entry { entry, mount });
             return Step::Next;
         }
         let replaced = || {
@@ -344,7 +381,7 @@ impl Walker<'_> {
                 // failure is reported. Otherwise the entry stands, and
                 // the subtree is what could not be checked.
                 if !want_xattrs {
-                    self.send(ScanEvent::Entry { entry, mount_point });
+                    self.send(ScanEvent::Entry { entry, mount });
                 }
                 self.send(unreadable(
                     &rel,
@@ -387,8 +424,8 @@ impl Walker<'_> {
                 }
             }
         }
-        self.send(ScanEvent::Entry { entry, mount_point });
-        if mount_point {
+        self.send(ScanEvent::Entry { entry, mount });
+        if !enter {
             return Step::Next;
         }
         match dirfd::list(fd.as_fd(), buf) {

@@ -229,6 +229,13 @@ impl Machine {
         self.drive();
     }
 
+    /// Something was mounted or unmounted: only a full scan can tell what
+    /// it covers.
+    pub fn handle_mounts_changed(&mut self) {
+        self.request_full(RescanReason::MountsChanged);
+        self.drive();
+    }
+
     /// Some directories could not be watched: rescan (once; the full
     /// scans cover them from then on).
     pub fn handle_watch_failed(&mut self) {

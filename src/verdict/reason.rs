@@ -52,6 +52,9 @@ labels! {
         WatchRestarted => "watch_restarted",
         /// A reload brought a manifest with another digest.
         ManifestChanged => "manifest_changed",
+        /// The mount table changed (inotify sees no event for a mount over
+        /// a watched directory).
+        MountsChanged => "mounts_changed",
         /// The previous full scan failed or was cancelled.
         Retry => "retry",
     }

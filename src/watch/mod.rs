@@ -237,6 +237,43 @@ impl Watch {
     }
 }
 
+/// Watch the mount table: a mount or unmount anywhere wakes the receiver
+/// (inotify sees no event for a mount over a watched directory). The kernel
+/// signals a change of `/proc/self/mountinfo` to `poll` as `POLLPRI`; the
+/// file is read again after each to take the next. `None` without
+/// `/proc`.
+pub fn watch_mounts() -> Option<mpsc::Receiver<()>> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/mountinfo").ok()?;
+    let (tx, rx) = mpsc::channel(1);
+    std::thread::Builder::new()
+        .name("driftd-mounts".into())
+        .spawn(move || {
+            let mut sink = Vec::new();
+            let _ = file.read_to_end(&mut sink);
+            loop {
+                let mut fds = [PollFd::new(&file, PollFlags::PRI | PollFlags::ERR)];
+                match poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => return,
+                }
+                sink.clear();
+                use std::io::Seek;
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = file.read_to_end(&mut sink);
+                match tx.try_send(()) {
+                    // One pending wake-up covers any number of changes.
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
+                    Err(mpsc::error::TrySendError::Closed(())) => return,
+                }
+            }
+        })
+        .ok()?;
+    Some(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,13 +293,16 @@ impl fmt::Debug for Metrics {
 pub const VERDICTS: [&str; 3] = ["clean", "drifted", "unknown"];
 pub const SCAN_KINDS: [&str; 2] = ["full", "targeted"];
 pub const SCAN_RESULTS: [&str; 5] = ["clean", "drifted", "unknown", "error", "cancelled"];
-pub const RESCAN_REASONS: [&str; 6] = [
+pub const RESCAN_REASONS: [&str; 9] = [
     "startup",
     "interval",
     "sighup",
     "overflow",
     "watch_failed",
+    "watch_restarted",
     "manifest_changed",
+    "mounts_changed",
+    "retry",
 ];
 pub const MANIFEST_ERRORS: [&str; 5] = ["missing", "unreadable", "corrupt", "signature", "policy"];
 pub const SCAN_ERROR_REASONS_ALL: [&str; 6] = [

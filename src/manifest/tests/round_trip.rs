@@ -290,6 +290,7 @@ fn round_trip_headers() {
             content_may_differ: vec![],
             may_appear: vec!["/x".into()],
         },
+        mounts: vec!["/data".into()],
     };
     for image_id in ["", "ami-0123", "a b\tc\nd\\e", "\u{1f600}", "-"] {
         let h = Header {
