@@ -241,13 +241,13 @@ impl Exec {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| format!("spawn {prog}: {e}"))?;
-        // Declared after `child`, so dropped (killed) before it is reaped.
         let pid = child
             .id()
             .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
             // Never kill(-1): that is every process we may signal.
             .filter(|p| p.as_raw_nonzero().get() > 1)
             .ok_or_else(|| format!("spawn {prog}: no process id"))?;
+        // Declared after `child`, so dropped (killed) before it is reaped.
         let mut group = Group(Some(pid));
         let mut stdin = child.stdin.take();
         let mut stderr = child.stderr.take();
@@ -288,6 +288,11 @@ impl Exec {
             let _ = tokio::time::timeout(STDERR_GRACE, drain).await;
         }
         drop(stderr);
+        if ended.is_err() {
+            // waitid failed: the command may not be ours to wait for any
+            // more (reaped elsewhere), so its pid may not name its group.
+            group.0 = None;
+        }
         // Nothing of the run outlives it: a hook that must leave something
         // running detaches it with setsid (its own group).
         let left = group.kill();

@@ -4,7 +4,7 @@
 //! `KEY.pending.json` (an [`Item`]) is written atomically (fsynced, through
 //! [`crate::fsutil::write_atomic`]) before the first attempt and rewritten
 //! after each failure with the attempt count and the next attempt's time.
-//! When the backend answers, the outcome is recorded in two steps that
+//! When an attempt succeeds, the outcome is recorded in two steps that
 //! each replace one file by one rename: the pending file is rewritten with
 //! the delivery record (`"state": "delivered"`), then renamed to
 //! `KEY.delivered.json` (and the directory fsynced). So there is never a
@@ -20,7 +20,7 @@
 //! Delivery is at least once per episode and backend, never lost: a crash
 //! after the receiver answered and before the record is written sends the
 //! signal again, with the same idempotency key, so receivers deduplicate on
-//! it. A delivered marker is never sent again.
+//! it. A signal with a delivered marker is never sent again.
 
 use super::Signal;
 use serde::{Deserialize, Serialize};
