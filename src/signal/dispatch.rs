@@ -2,7 +2,10 @@
 //!
 //! Retries back off exponentially from `retry_initial` up to `retry_max`,
 //! each delay randomised to between half and all of its value, so hosts
-//! that failed together do not retry together.
+//! that failed together do not retry together. What was delivered (or,
+//! on a dry-run backend, shown) is never queued again; a pending file a
+//! crash left beside its marker is removed, logged, not sent. Delivery is at
+//! least once: see [`super::outbox`].
 
 use super::outbox::{Item, Outbox};
 use super::{Configured, Signal};
@@ -50,15 +53,22 @@ impl Dispatcher {
     }
 
     async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Signal>) {
-        let (mut items, errors) = self.outbox.load();
-        for e in errors {
+        let loaded = self.outbox.load();
+        for e in loaded.errors {
             error!(error = %e, "outbox item cannot be read; left on disk");
         }
+        for note in loaded.recovered {
+            warn!(outbox = %note, "outbox recovered after a crash");
+        }
+        let mut items = loaded.items;
+        // Items for backends no longer configured stay on disk, untouched.
+        items.retain(|i| self.backends.iter().any(|c| c.backend.name() == i.backend));
+        // A pending item beside its dry-run marker (a crash in an older
+        // version between the two) was shown already.
+        items.retain(|i| !self.already_done(&i.backend, &i.signal.idempotency_key));
         if !items.is_empty() {
             info!(pending = items.len(), "resuming undelivered signals");
         }
-        // Items for backends no longer configured stay on disk, untouched.
-        items.retain(|i| self.backends.iter().any(|c| c.backend.name() == i.backend));
         self.set_pending(&items);
         loop {
             let next = items
@@ -97,23 +107,42 @@ impl Dispatcher {
         }
     }
 
+    /// Was this signal delivered (or, for a dry-run backend, shown) on
+    /// `backend`? A pending file still beside the marker is a crash's
+    /// leftover: removed (and logged), never sent.
+    fn already_done(&self, backend: &str, key: &str) -> bool {
+        let Some(c) = self.backends.iter().find(|c| c.backend.name() == backend) else {
+            return false;
+        };
+        // A dry run is recorded apart from real deliveries: switching
+        // dry_run off later still sends the episode for real.
+        let done = if c.dry_run {
+            self.outbox.is_dry_run_done(backend, key)
+        } else {
+            self.outbox.is_delivered(backend, key)
+        };
+        if done && self.outbox.is_pending(backend, key) {
+            match self.outbox.discard(backend, key) {
+                Ok(()) => warn!(
+                    backend,
+                    key, "a pending signal beside its marker (a crash) removed, not sent again"
+                ),
+                Err(e) => error!(backend, error = %e, "cannot remove a stale pending signal"),
+            }
+        }
+        done
+    }
+
     fn enqueue(&self, sig: Signal, items: &mut Vec<Item>) {
         for c in &self.backends {
             let name = c.backend.name();
             let key = &sig.idempotency_key;
-            // A dry run is recorded apart from real deliveries: switching
-            // dry_run off later still sends the episode for real.
-            let done = if c.dry_run {
-                self.outbox.is_dry_run_done(name, key)
-            } else {
-                self.outbox.is_delivered(name, key)
-            };
-            if done
+            if self.already_done(name, key)
                 || items
                     .iter()
                     .any(|i| i.backend == name && &i.signal.idempotency_key == key)
             {
-                continue; // at most once per episode and backend
+                continue; // once done, never sent again for this backend
             }
             let item = Item {
                 backend: name.to_string(),

@@ -7,8 +7,11 @@
 //! recognisably the same request. Delivery goes through a durable outbox
 //! ([`outbox`]) in the state directory and a dispatcher ([`dispatch`]) that
 //! retries with capped, jittered exponential backoff: a signal survives
-//! crashes and restarts, is delivered at most once per episode and backend,
-//! and a fleet that drifts at once does not stampede the control plane.
+//! crashes and restarts, is delivered at least once per episode and backend
+//! (a crash between the receiver's answer and the delivered marker sends it
+//! again, with the same idempotency key, so receivers deduplicate on it; the
+//! AWS call and the Kubernetes patches are idempotent themselves), and a
+//! fleet that drifts at once does not stampede the control plane.
 
 pub mod aws;
 pub mod backend;

@@ -1,12 +1,26 @@
 //! The durable outbox: one file per (backend, signal) in
 //! `STATE_DIR/outbox/BACKEND/`.
 //!
-//! `KEY.pending.json` is written (atomically, fsynced) before the first
-//! attempt and rewritten after each failure with the attempt count and the
-//! next attempt's time; on success it is replaced by `KEY.delivered.json`.
-//! A crash at any point leaves either a pending item (retried at start) or a
-//! delivered marker (never sent again): at most once per episode and
-//! backend, never lost.
+//! `KEY.pending.json` (an [`Item`]) is written atomically (fsynced, through
+//! [`crate::fsutil::write_atomic`]) before the first attempt and rewritten
+//! after each failure with the attempt count and the next attempt's time.
+//! When an attempt succeeds, the outcome is recorded in two steps that
+//! each replace one file by one rename: the pending file is rewritten with
+//! the delivery record (`"state": "delivered"`), then renamed to
+//! `KEY.delivered.json` (and the directory fsynced). So there is never a
+//! moment with both files or with neither. A dry run does the same with
+//! `"state": "dryrun"` and `KEY.dryrun.json`.
+//!
+//! At start ([`Outbox::load`]) a pending file that already holds a record
+//! is renamed to its marker (the crash came between the two steps), and a
+//! pending file beside a delivered marker (left by a crash in an older
+//! version, which wrote the marker and then removed the pending file) is
+//! removed: neither is sent again.
+//!
+//! Delivery is at least once per episode and backend, never lost: a crash
+//! after the receiver answered and before the record is written sends the
+//! signal again, with the same idempotency key, so receivers deduplicate on
+//! it. A signal with a delivered marker is never sent again.
 
 use super::Signal;
 use serde::{Deserialize, Serialize};
@@ -23,6 +37,43 @@ pub struct Item {
     pub last_error: Option<String>,
 }
 
+/// The record that ends an item: `KEY.delivered.json` or `KEY.dryrun.json`
+/// (briefly `KEY.pending.json`, between the two steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    /// [`DELIVERED`] or [`DRY_RUN`]: also the marker's name.
+    state: String,
+    backend: String,
+    idempotency_key: String,
+    attempts: u32,
+    /// What came back from the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response: Option<String>,
+}
+
+const PENDING: &str = "pending";
+const DELIVERED: &str = "delivered";
+const DRY_RUN: &str = "dryrun";
+
+/// Just the `state` of a pending file: set only when it holds a record.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// What [`Outbox::load`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Pending items, the next one due first.
+    pub items: Vec<Item>,
+    /// Items that cannot be read: left on disk, to be logged.
+    pub errors: Vec<String>,
+    /// Leftovers of a crash that were resolved (and are not sent): to be
+    /// logged.
+    pub recovered: Vec<String>,
+}
+
 /// The outbox under a state directory.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -35,6 +86,13 @@ fn io_err(op: &str, path: &Path, e: std::io::Error) -> String {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     crate::fsutil::write_atomic(path, bytes, 0o640).map_err(|e| io_err("write", path, e))
+}
+
+/// Make a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync", dir, e))
 }
 
 impl Outbox {
@@ -50,30 +108,68 @@ impl Outbox {
     }
 
     pub fn is_delivered(&self, backend: &str, key: &str) -> bool {
-        self.path(backend, key, "delivered").exists()
+        self.path(backend, key, DELIVERED).exists()
     }
 
     pub fn is_pending(&self, backend: &str, key: &str) -> bool {
-        self.path(backend, key, "pending").exists()
+        self.path(backend, key, PENDING).exists()
     }
 
     /// Was this signal already shown in a dry run (kept apart from real
     /// deliveries)?
     pub fn is_dry_run_done(&self, backend: &str, key: &str) -> bool {
-        self.path(backend, key, "dryrun").exists()
+        self.path(backend, key, DRY_RUN).exists()
     }
 
-    /// Record a dry run and drop the pending item.
+    /// Record a dry run: the pending item becomes `KEY.dryrun.json`.
     pub fn dry_run_done(&self, item: &Item) -> Result<(), String> {
-        let key = &item.signal.idempotency_key;
-        write_atomic(&self.path(&item.backend, key, "dryrun"), b"{}\n")?;
-        self.remove_pending(item)
+        self.finish(item, DRY_RUN, None)
     }
 
-    fn remove_pending(&self, item: &Item) -> Result<(), String> {
-        let pending = self.path(&item.backend, &item.signal.idempotency_key, "pending");
+    /// Mark an item delivered: the pending item becomes
+    /// `KEY.delivered.json`, which keeps what came back.
+    pub fn delivered(&self, item: &Item, response: &str) -> Result<(), String> {
+        self.finish(item, DELIVERED, Some(response))
+    }
+
+    /// Rewrite the pending file with the record, then rename it to the
+    /// marker: each step replaces one file by one rename.
+    fn finish(&self, item: &Item, state: &str, response: Option<&str>) -> Result<(), String> {
+        let key = &item.signal.idempotency_key;
+        self.seal(item, state, response)?;
+        self.promote(&item.backend, key, state)
+    }
+
+    /// Step one: the pending file holds the record.
+    fn seal(&self, item: &Item, state: &str, response: Option<&str>) -> Result<(), String> {
+        let record = Record {
+            state: state.to_string(),
+            backend: item.backend.clone(),
+            idempotency_key: item.signal.idempotency_key.clone(),
+            attempts: item.attempts,
+            response: response.map(str::to_string),
+        };
+        let body = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+        let pending = self.path(&item.backend, &item.signal.idempotency_key, PENDING);
+        write_atomic(&pending, &body)
+    }
+
+    /// Step two: the pending file becomes the marker.
+    fn promote(&self, backend: &str, key: &str, state: &str) -> Result<(), String> {
+        let (from, to) = (
+            self.path(backend, key, PENDING),
+            self.path(backend, key, state),
+        );
+        std::fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))?;
+        sync_dir(&self.dir.join(backend))
+    }
+
+    /// Remove a pending file that must not be sent (its signal is already
+    /// delivered, or shown in a dry run).
+    pub fn discard(&self, backend: &str, key: &str) -> Result<(), String> {
+        let pending = self.path(backend, key, PENDING);
         match std::fs::remove_file(&pending) {
-            Ok(()) => Ok(()),
+            Ok(()) => sync_dir(&self.dir.join(backend)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &pending, e)),
         }
@@ -83,54 +179,233 @@ impl Outbox {
     pub fn save(&self, item: &Item) -> Result<(), String> {
         let body = serde_json::to_vec_pretty(item).map_err(|e| e.to_string())?;
         write_atomic(
-            &self.path(&item.backend, &item.signal.idempotency_key, "pending"),
+            &self.path(&item.backend, &item.signal.idempotency_key, PENDING),
             &body,
         )
     }
 
-    /// Mark an item delivered (the marker keeps what came back).
-    pub fn delivered(&self, item: &Item, response: &str) -> Result<(), String> {
-        let key = &item.signal.idempotency_key;
-        let body = serde_json::to_vec_pretty(&serde_json::json!({
-            "backend": item.backend,
-            "idempotency_key": key,
-            "attempts": item.attempts,
-            "response": response,
-        }))
-        .map_err(|e| e.to_string())?;
-        write_atomic(&self.path(&item.backend, key, "delivered"), &body)?;
-        self.remove_pending(item)
-    }
-
-    /// Every pending item on disk. Unreadable items are reported, not
-    /// dropped silently: the caller logs them and they stay on disk.
-    pub fn load(&self) -> (Vec<Item>, Vec<String>) {
-        let mut items = Vec::new();
-        let mut errors = Vec::new();
+    /// Every pending item on disk, after resolving what a crash left (see
+    /// the module doc). Unreadable items are reported, not dropped
+    /// silently: the caller logs them and they stay on disk.
+    pub fn load(&self) -> Loaded {
+        let mut out = Loaded::default();
         let Ok(backends) = std::fs::read_dir(&self.dir) else {
-            return (items, errors);
+            return out;
         };
         for b in backends.flatten() {
+            let backend = b.file_name().to_string_lossy().into_owned();
             let Ok(files) = std::fs::read_dir(b.path()) else {
                 continue;
             };
             for f in files.flatten() {
-                let p = f.path();
-                if !p.to_string_lossy().ends_with(".pending.json") {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(key) = name.strip_suffix(".pending.json") else {
                     continue;
-                }
-                match std::fs::read(&p)
-                    .map_err(|e| io_err("read", &p, e))
-                    .and_then(|b| {
-                        serde_json::from_slice::<Item>(&b)
-                            .map_err(|e| format!("corrupt outbox item {}: {e}", p.display()))
-                    }) {
-                    Ok(item) => items.push(item),
-                    Err(e) => errors.push(e),
+                };
+                match self.load_one(&backend, key, &f.path()) {
+                    Found::Item(item) => out.items.push(*item),
+                    Found::Recovered(note) => out.recovered.push(note),
+                    Found::Error(e) => out.errors.push(e),
                 }
             }
         }
-        items.sort_by(|a, b| a.next_attempt_unix.total_cmp(&b.next_attempt_unix));
-        (items, errors)
+        out.items
+            .sort_by(|a, b| a.next_attempt_unix.total_cmp(&b.next_attempt_unix));
+        out
+    }
+
+    /// One pending file: the item to send, or why it is not sent.
+    fn load_one(&self, backend: &str, key: &str, p: &Path) -> Found {
+        let bytes = match std::fs::read(p) {
+            Ok(b) => b,
+            Err(e) => return Found::Error(io_err("read", p, e)),
+        };
+        let shown = format!("outbox/{backend}/{key}");
+        let state = serde_json::from_slice::<Probe>(&bytes)
+            .ok()
+            .and_then(|probe| probe.state);
+        if let Some(state) = state.filter(|s| s == DELIVERED || s == DRY_RUN) {
+            // Crashed between the two steps: finish the second.
+            return match self.promote(backend, key, &state) {
+                Ok(()) => Found::Recovered(format!(
+                    "{shown}: its {state} record was still pending (a crash); completed, not sent again"
+                )),
+                Err(e) => Found::Error(e),
+            };
+        }
+        if self.is_delivered(backend, key) {
+            return match self.discard(backend, key) {
+                Ok(()) => Found::Recovered(format!(
+                    "{shown}: pending beside its delivered marker (a crash); removed, not sent again"
+                )),
+                Err(e) => Found::Error(e),
+            };
+        }
+        match serde_json::from_slice::<Item>(&bytes) {
+            Ok(item) => Found::Item(Box::new(item)),
+            Err(e) => Found::Error(format!("corrupt outbox item {}: {e}", p.display())),
+        }
+    }
+}
+
+/// What one pending file turned out to be.
+enum Found {
+    Item(Box<Item>),
+    /// A crash's leftover, resolved; nothing to send.
+    Recovered(String),
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::Host;
+
+    const KEY: &str = "1e8c33dd7095ff2762dabf641036fa26";
+
+    fn item(backend: &str) -> Item {
+        Item {
+            backend: backend.into(),
+            signal: Signal {
+                schema: "driftd.signal.v1".into(),
+                event: "drift.detected".into(),
+                idempotency_key: KEY.into(),
+                host: Host {
+                    id: "host".into(),
+                    hostname: "web-17".into(),
+                },
+                image_id: "ami-1".into(),
+                manifest_digest: "blake3:00".into(),
+                verdict: "drifted".into(),
+                reason: None,
+                counts: Default::default(),
+                findings_total: 0,
+                findings: vec![],
+                first_detected: "2026-11-26T05:33:11Z".into(),
+                first_detected_unix: 1_795_671_191.0,
+                created: "2026-11-26T05:33:11Z".into(),
+            },
+            attempts: 1,
+            next_attempt_unix: 0.0,
+            last_error: None,
+        }
+    }
+
+    /// The names in `outbox/BACKEND/`, sorted (temporary files included).
+    fn files(state: &Path, backend: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(state.join("outbox").join(backend))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn read_json(p: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_pending_item_is_loaded_to_be_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::new(dir.path());
+        o.save(&item("cp")).unwrap();
+        let loaded = o.load();
+        assert_eq!(loaded.items, vec![item("cp")]);
+        assert!(loaded.errors.is_empty() && loaded.recovered.is_empty());
+        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.pending.json")]);
+    }
+
+    #[test]
+    fn delivery_renames_the_pending_file_into_the_one_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::new(dir.path());
+        o.save(&item("cp")).unwrap();
+        o.delivered(&item("cp"), "200 OK").unwrap();
+        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.delivered.json")]);
+        let marker = read_json(&o.path("cp", KEY, DELIVERED));
+        assert_eq!(marker["state"], "delivered");
+        assert_eq!(marker["idempotency_key"], KEY);
+        assert_eq!(marker["backend"], "cp");
+        assert_eq!(marker["attempts"], 1);
+        assert_eq!(marker["response"], "200 OK");
+        assert!(o.is_delivered("cp", KEY) && !o.is_pending("cp", KEY));
+        let loaded = o.load();
+        assert!(loaded.items.is_empty() && loaded.recovered.is_empty());
+    }
+
+    #[test]
+    fn a_dry_run_renames_the_pending_file_into_the_one_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::new(dir.path());
+        o.save(&item("cp")).unwrap();
+        o.dry_run_done(&item("cp")).unwrap();
+        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.dryrun.json")]);
+        assert_eq!(read_json(&o.path("cp", KEY, DRY_RUN))["state"], "dryrun");
+        assert!(o.is_dry_run_done("cp", KEY) && !o.is_delivered("cp", KEY));
+        assert!(o.load().items.is_empty());
+    }
+
+    /// A crash between the two steps leaves the record in the pending
+    /// file: at start it is completed, not sent.
+    #[test]
+    fn a_record_left_in_the_pending_file_is_completed_not_sent() {
+        for (state, finished) in [(DELIVERED, "delivered"), (DRY_RUN, "dryrun")] {
+            let dir = tempfile::tempdir().unwrap();
+            let o = Outbox::new(dir.path());
+            o.save(&item("cp")).unwrap();
+            o.seal(&item("cp"), state, Some("200 OK")).unwrap();
+            assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.pending.json")]);
+            let loaded = o.load();
+            assert!(loaded.items.is_empty(), "{state}: {:?}", loaded.items);
+            assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+            assert_eq!(loaded.recovered.len(), 1, "{:?}", loaded.recovered);
+            assert!(loaded.recovered[0].contains(KEY), "{:?}", loaded.recovered);
+            assert_eq!(
+                files(dir.path(), "cp"),
+                [format!("{KEY}.{finished}.json")],
+                "{state}"
+            );
+            assert_eq!(read_json(&o.path("cp", KEY, state))["state"], state);
+        }
+    }
+
+    /// An older version wrote the marker, then removed the pending file;
+    /// a crash between the two left both.
+    #[test]
+    fn a_pending_item_beside_its_delivered_marker_is_removed_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::new(dir.path());
+        o.save(&item("cp")).unwrap();
+        o.save(&item("other")).unwrap();
+        let old_marker = br#"{"backend":"cp","idempotency_key":"1e8c33dd7095ff2762dabf641036fa26","attempts":1,"response":"200"}"#;
+        write_atomic(&o.path("cp", KEY, DELIVERED), old_marker).unwrap();
+        let loaded = o.load();
+        assert_eq!(
+            loaded.items,
+            vec![item("other")],
+            "only the undelivered one"
+        );
+        assert_eq!(loaded.recovered.len(), 1, "{:?}", loaded.recovered);
+        assert!(loaded.recovered[0].contains("outbox/cp/"));
+        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.delivered.json")]);
+        assert_eq!(
+            std::fs::read(o.path("cp", KEY, DELIVERED)).unwrap(),
+            old_marker,
+            "the marker is kept as it was"
+        );
+        assert_eq!(files(dir.path(), "other"), [format!("{KEY}.pending.json")]);
+    }
+
+    #[test]
+    fn an_unreadable_item_is_reported_and_left_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::new(dir.path());
+        write_atomic(&o.path("cp", KEY, PENDING), b"{not json").unwrap();
+        let loaded = o.load();
+        assert!(loaded.items.is_empty());
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        assert!(loaded.errors[0].starts_with("corrupt outbox item "));
+        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.pending.json")]);
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers for the control-plane signal tests: a webhook receiver (a
 //! `std::net::TcpListener` thread that records every request with its
-//! arrival time and can be told to fail or to hang), an independent
+//! arrival time and can be told to fail, to hang, or to freeze the agent
+//! with SIGSTOP before answering), an independent
 //! Standard Webhooks signature check (hmac + sha2 + base64, not driftd's
 //! own code), and config snippets for `[signals]` / `[[signal]]`.
 //!
@@ -73,6 +74,8 @@ struct Plan {
     hang_left: usize,
     /// Answer 500 to every request while set.
     refusing: bool,
+    /// SIGSTOP this process (the agent) before writing the next answer.
+    stop_before_answer: Option<u32>,
 }
 
 enum Answer {
@@ -128,6 +131,13 @@ impl Receiver {
     /// Never answer the next `n` requests (until the receiver is dropped).
     pub fn hang_next(&self, n: usize) {
         lock(&self.inner.plan).hang_left = n;
+    }
+
+    /// Before answering the next request, SIGSTOP `pid` (the agent): the
+    /// answer then sits unread in its socket, as if the agent crashed
+    /// right after the receiver answered. The request is recorded first.
+    pub fn stop_before_next_answer(&self, pid: u32) {
+        lock(&self.inner.plan).stop_before_answer = Some(pid);
     }
 
     /// Answer 500 to everything while `on`.
@@ -318,14 +328,31 @@ fn serve(inner: &Inner, mut s: TcpStream, at: Instant, stop: &AtomicBool) {
         Answer::Status(c) => Some(c),
         Answer::Hang => None,
     };
-    lock(&inner.requests).push(Request {
+    let freeze = match answer {
+        Answer::Status(_) => lock(&inner.plan).stop_before_answer.take(),
+        Answer::Hang => None,
+    };
+    let request = Request {
         at,
         method,
         target,
         headers,
         body,
         answered,
-    });
+    };
+    // Recorded before answering, except when freezing the agent: then
+    // only once the answer is written, so that a test that sees the
+    // request knows the answer was sent.
+    let mut request = match freeze {
+        None => {
+            lock(&inner.requests).push(request);
+            None
+        }
+        Some(_) => Some(request),
+    };
+    if let Some(pid) = freeze.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::STOP);
+    }
     match answer {
         Answer::Status(code) => {
             let text = if code == 200 {
@@ -342,6 +369,9 @@ fn serve(inner: &Inner, mut s: TcpStream, at: Instant, stop: &AtomicBool) {
                 .as_bytes(),
             );
             let _ = s.flush();
+            if let Some(r) = request.take() {
+                lock(&inner.requests).push(r);
+            }
         }
         Answer::Hang => {
             while !stop.load(Ordering::SeqCst) {
