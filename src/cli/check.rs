@@ -47,6 +47,7 @@ pub fn run(a: CheckArgs) -> Result<Status, CliError> {
         &a.root,
         a.threads,
         &ScanControl::default(),
+        usize::MAX,
     )
     .map_err(|e| CliError(e.to_string()))?;
     let info = loaded.info();

@@ -93,6 +93,9 @@ pub struct AgentConfig {
     pub read_rate_limit: u64,
     /// Most findings listed by /status (counts are always complete).
     pub status_findings_limit: usize,
+    /// Most findings the agent holds in detail and logs per scan (the
+    /// first by path); every finding is counted.
+    pub findings_limit: usize,
 }
 
 impl Default for AgentConfig {
@@ -113,9 +116,13 @@ impl Default for AgentConfig {
             full_scan_jitter: Duration::from_secs(600),
             read_rate_limit: 64 << 20,
             status_findings_limit: 1000,
+            findings_limit: 2000,
         }
     }
 }
+
+/// The largest `findings_limit` (about 200 MB of findings at most).
+pub const MAX_FINDINGS_LIMIT: usize = 1_000_000;
 
 /// `[scan]`: how scans run on this machine (not part of the policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,8 +227,15 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         status_findings_limit: ag
             .take("status_findings_limit")
             .unwrap_or(da.status_findings_limit),
+        findings_limit: ag.take("findings_limit").unwrap_or(da.findings_limit),
     };
     ag.finish();
+    if !(1..=MAX_FINDINGS_LIMIT).contains(&agent.findings_limit) {
+        errors.push(format!(
+            "agent.findings_limit: {} is out of range (1 to {MAX_FINDINGS_LIMIT}): it bounds the agent's memory",
+            agent.findings_limit
+        ));
+    }
     if agent.listen.parse::<std::net::SocketAddr>().is_err() {
         errors.push(format!(
             "agent.listen: `{}` is not an address like 127.0.0.1:9847 or [::]:9847",

@@ -126,6 +126,7 @@ mod tests {
             declared: Some(DriftEpisode::declare(
                 "blake3:00",
                 "img",
+                crate::manifest::diff::Counts::of(std::slice::from_ref(&f)),
                 &[&f],
                 1_700_000_000.5,
             )),

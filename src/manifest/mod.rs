@@ -6,6 +6,7 @@
 //! entries into findings ([`diff`]). Reading and writing files is the CLI's
 //! job; producing entries from a live tree is `scan`'s.
 
+pub mod bounded;
 pub mod diff;
 pub mod entry;
 pub mod escape;

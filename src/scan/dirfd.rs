@@ -14,7 +14,7 @@
 //! time, checking each directory's device and inode against what it saw.
 
 use super::meta::Meta;
-use super::{cause_of, errno_text, unreadable, ScanControl, ScanEvent};
+use super::{cause_of, errno_text, unreadable, ScanControl, ScanEvent, Unchecked};
 use crate::manifest::diff::UnreadableKind;
 use rustix::fs::{FileType, Mode, OFlags, RawDir};
 use rustix::io::Errno;
@@ -315,13 +315,13 @@ impl Ancestors {
                 &rel,
                 UnreadableKind::ChangedWhileRead,
                 "changed while being read (directory replaced)".into(),
-                true,
+                Unchecked::Below,
             ),
             Some(e) => unreadable(
                 &rel,
                 cause_of(e),
                 format!("cannot re-open directory: {}", errno_text(e)),
-                true,
+                Unchecked::Below,
             ),
         }))
     }

@@ -143,14 +143,33 @@ pub enum ScanEvent {
         cause: UnreadableKind,
         reason: String,
     },
-    /// A path that could not be checked, and why. `subtree` is set when
-    /// nothing below it could be checked either.
+    /// A path that could not be checked, and why; `unchecked` says how
+    /// much of the tree that leaves unchecked.
     Unreadable {
         path: Box<[u8]>,
         cause: UnreadableKind,
         reason: String,
-        subtree: bool,
+        unchecked: Unchecked,
     },
+}
+
+/// How much an [`ScanEvent::Unreadable`] path leaves unchecked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchecked {
+    /// The path itself.
+    Path,
+    /// The path and everything below it.
+    Subtree,
+    /// Everything below the path: its own entry was reported (an
+    /// [`ScanEvent::Entry`] before this event), its listing failed.
+    Below,
+}
+
+impl Unchecked {
+    /// Nothing below the path was checked.
+    pub fn below(self) -> bool {
+        self != Unchecked::Path
+    }
 }
 
 /// A mount the walk found over a checked directory.
@@ -327,12 +346,17 @@ pub fn scan_collect(opts: &ScanOptions<'_>) -> Result<Collected, ScanError> {
     })
 }
 
-fn unreadable(path: &[u8], cause: UnreadableKind, reason: String, subtree: bool) -> ScanEvent {
+fn unreadable(
+    path: &[u8],
+    cause: UnreadableKind,
+    reason: String,
+    unchecked: Unchecked,
+) -> ScanEvent {
     ScanEvent::Unreadable {
         path: path.into(),
         cause,
         reason,
-        subtree,
+        unchecked,
     }
 }
 

@@ -316,7 +316,7 @@ fn an_ancestor_swapped_while_closed_makes_its_subtree_changed_while_read() {
                 b"/a/b",
                 UnreadableKind::ChangedWhileRead,
                 "changed while being read (directory replaced)".into(),
-                true
+                Unchecked::Below
             )
         );
         assert_eq!(stack.len(), 2, "/a/b and below are dropped, / and /a stay");

@@ -132,7 +132,7 @@ impl Machine {
             debounce: Debouncer::new(settings.debounce),
             manifest: ManifestState::NotLoaded,
             last_digest: None,
-            findings: Findings::default(),
+            findings: Findings::new(settings.findings_limit),
             full: FullScan {
                 running: None,
                 requested: Some(RescanReason::Startup),
@@ -450,7 +450,9 @@ impl Machine {
         }
         let (paths, confirming) = if self.targeted.confirm_at.is_some_and(|t| now >= t) {
             self.targeted.confirm_at = None;
-            (std::mem::take(&mut self.targeted.confirm), true)
+            // Folded: a path re-checked twice would count its findings twice.
+            let paths = std::mem::take(&mut self.targeted.confirm);
+            (crate::manifest::paths::fold_subtrees(paths), true)
         } else if self.targeted.retry_at.is_some_and(|t| now >= t) {
             self.targeted.retry_at = None;
             let paths = std::mem::take(&mut self.targeted.retry);
