@@ -11,9 +11,11 @@
 //! or one path and its subtree (the agent's targeted re-checks after a
 //! filesystem event): only the manifest entries in scope can be removed.
 
-use crate::manifest::diff::{compare, Counts, Finding, FindingKind, UnreadableKind, Verdict};
+use crate::manifest::diff::{
+    compare, Change, Counts, Finding, FindingKind, UnreadableKind, Verdict,
+};
 use crate::manifest::{Entry, Manifest};
-use crate::policy::CompiledPolicy;
+use crate::policy::{Admission, CompiledPolicy, Ids, Seen};
 use crate::scan::{self, ScanControl, ScanEvent, ScanOptions, ScanStats};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -127,6 +129,13 @@ pub fn check_scope(
     // reason to that finding instead of reporting the path twice.
     let mut added_dirs: HashMap<Box<[u8]>, usize> = HashMap::new();
     let mut dirs: Vec<Box<[u8]>> = Vec::new();
+    // A path the manifest lacks, judged by `allow.may_appear`; the names
+    // it mentions are looked up in the image once, and only if needed.
+    let mut ids: Option<Ids> = None;
+    let mut admits = |path: &[u8], seen: Option<&Seen<'_>>| {
+        let ids = ids.get_or_insert_with(|| scan::ids::resolve(root, &policy.id_names()));
+        policy.admits(path, seen, ids)
+    };
     let stats = scan::scan_with(
         &ScanOptions {
             root,
@@ -149,13 +158,15 @@ pub fn check_scope(
                             blind.insert(entry.path, None);
                         }
                     }
-                    None if policy.may_appear(&entry.path) => {}
-                    None => {
-                        if entry.kind == crate::manifest::FileKind::Dir {
-                            added_dirs.insert(entry.path.clone(), findings.len());
+                    None => match admits(&entry.path, Some(&seen_as(&entry))) {
+                        Admission::Admitted => {}
+                        refused => {
+                            if entry.kind == crate::manifest::FileKind::Dir {
+                                added_dirs.insert(entry.path.clone(), findings.len());
+                            }
+                            findings.push(added(&entry.path, Some(refused)));
                         }
-                        findings.push(Finding::simple(&entry.path, FindingKind::Added));
-                    }
+                    },
                 }
             }
             ScanEvent::Unreadable {
@@ -164,22 +175,27 @@ pub fn check_scope(
                 reason,
                 subtree,
             } => {
-                let index = match manifest.find(&path) {
+                let found = manifest.find(&path);
+                let allowed = found.is_none().then(|| admits(&path, None));
+                let named = allowed.as_ref().is_some_and(Admission::names);
+                let index = match found {
                     Some(i) => {
                         seen[i] = true;
                         findings.push(Finding::unreadable(&path, cause, reason));
                         findings.len() - 1
                     }
                     // It exists (its directory listed it) and the image
-                    // lacked it: that alone is drift.
-                    None if !policy.may_appear(&path) => match added_dirs.get(&path) {
+                    // lacked it: that alone is drift, unless an allowance
+                    // names it (then it was not verified: unreadable below).
+                    None if !named || added_dirs.contains_key(&path) => match added_dirs.get(&path)
+                    {
                         Some(&i) => {
                             findings[i].reason = Some(reason);
                             findings[i].cause = Some(cause);
                             i
                         }
                         None => {
-                            let mut f = Finding::simple(&path, FindingKind::Added);
+                            let mut f = added(&path, allowed);
                             f.reason = Some(reason);
                             f.cause = Some(cause);
                             findings.push(f);
@@ -238,6 +254,33 @@ pub fn check_scope(
         stats,
         dirs,
     })
+}
+
+/// What an allowance to appear is shown of a live entry.
+fn seen_as(entry: &Entry) -> Seen<'static> {
+    Seen {
+        kind: entry.kind.name(),
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+    }
+}
+
+/// An `added` finding; when allowances named the path but refused it,
+/// its attributes and changes say what they refused and what is there.
+fn added(path: &[u8], admission: Option<Admission>) -> Finding {
+    let mut f = Finding::simple(path, FindingKind::Added);
+    if let Some(Admission::Refused(violations)) = admission {
+        for v in violations {
+            f.attributes.push(v.attribute);
+            f.changes.push(Change {
+                attribute: v.attribute,
+                expected: Some(v.allowed),
+                actual: Some(v.actual),
+            });
+        }
+    }
+    f
 }
 
 /// The nearest ancestor of `path` below which nothing was checked.

@@ -47,6 +47,7 @@
 
 mod dirfd;
 mod hash;
+pub mod ids;
 mod meta;
 mod pacer;
 #[cfg(test)]
