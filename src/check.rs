@@ -16,7 +16,7 @@ use crate::manifest::diff::{
     compare, Change, Counts, Finding, FindingKind, UnreadableKind, Verdict,
 };
 use crate::manifest::{Entry, Manifest};
-use crate::policy::CompiledPolicy;
+use crate::policy::{Admission, CompiledPolicy, Ids, Seen};
 use crate::scan::{self, Mount, ScanControl, ScanEvent, ScanOptions, ScanStats, Unchecked};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -202,6 +202,13 @@ pub fn check_scope(
     // manifest entries below them: bounded by the manifest, not the tree.
     let mut blind: HashMap<Box<[u8]>, Option<FindingKind>> = HashMap::new();
     let mut dirs: Vec<Box<[u8]>> = Vec::new();
+    // A path the manifest lacks, judged by `allow.may_appear`; the names
+    // it mentions are looked up in the image once, and only if needed.
+    let mut ids: Option<Ids> = None;
+    let mut admits = |path: &[u8], seen: Option<&Seen<'_>>| {
+        let ids = ids.get_or_insert_with(|| scan::ids::resolve(root, &policy.id_names()));
+        policy.admits(path, seen, ids)
+    };
     let stats = scan::scan_with(
         &ScanOptions {
             root,
@@ -245,8 +252,10 @@ pub fn check_scope(
                             blind.insert(entry.path, None);
                         }
                     }
-                    None if policy.may_appear(&entry.path) => {}
-                    None => found.insert(Finding::simple(&entry.path, FindingKind::Added)),
+                    None => match admits(&entry.path, Some(&seen_as(&entry))) {
+                        Admission::Admitted => {}
+                        refused => found.insert(added(&entry.path, Some(refused))),
+                    },
                 }
             }
             ScanEvent::Unreadable {
@@ -261,24 +270,44 @@ pub fn check_scope(
                         found.insert(Finding::unreadable(&path, cause, reason));
                         FindingKind::Unreadable
                     }
-                    // It exists (its directory listed it) and the image
-                    // lacked it: that alone is drift. Its entry was
-                    // reported already (an added directory that could not
-                    // be listed): the reason goes with that finding.
-                    None if !policy.may_appear(&path) => {
-                        if unchecked == Unchecked::Below {
-                            found.annotate(&path, FindingKind::Added, cause, reason);
-                        } else {
-                            let mut f = Finding::simple(&path, FindingKind::Added);
-                            f.reason = Some(reason);
-                            f.cause = Some(cause);
-                            found.insert(f);
-                        }
-                        FindingKind::Added
-                    }
                     None => {
-                        found.insert(Finding::unreadable(&path, cause, reason));
-                        FindingKind::Unreadable
+                        // Judged as its entry was, if that was reported (a
+                        // directory that could not be listed): the
+                        // finding made then takes the reason.
+                        let reported = match unchecked {
+                            Unchecked::Below(meta) => {
+                                let entry = meta.entry(path.clone(), policy.attrs_for(&path));
+                                Some(admits(&path, Some(&seen_as(&entry))))
+                            }
+                            _ => None,
+                        };
+                        match reported {
+                            Some(Admission::Admitted) => {
+                                found.insert(Finding::unreadable(&path, cause, reason));
+                                FindingKind::Unreadable
+                            }
+                            Some(_) => {
+                                found.annotate(&path, FindingKind::Added, cause, reason);
+                                FindingKind::Added
+                            }
+                            None => {
+                                // It exists (its directory listed it) and
+                                // the image lacked it: that alone is drift,
+                                // unless an allowance names it (then it was
+                                // not verified: unreadable).
+                                let allowed = admits(&path, None);
+                                if allowed.names() {
+                                    found.insert(Finding::unreadable(&path, cause, reason));
+                                    FindingKind::Unreadable
+                                } else {
+                                    let mut f = added(&path, Some(allowed));
+                                    f.reason = Some(reason);
+                                    f.cause = Some(cause);
+                                    found.insert(f);
+                                    FindingKind::Added
+                                }
+                            }
+                        }
                     }
                 };
                 if unchecked.below() && !scope(manifest, Some(&path)).1.is_empty() {
@@ -329,6 +358,33 @@ fn verdict_of(found: &Bounded) -> Verdict {
     } else {
         Verdict::Clean
     }
+}
+
+/// What an allowance to appear is shown of a live entry.
+fn seen_as(entry: &Entry) -> Seen<'static> {
+    Seen {
+        kind: entry.kind.name(),
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+    }
+}
+
+/// An `added` finding; when allowances named the path but refused it,
+/// its attributes and changes say what they refused and what is there.
+fn added(path: &[u8], admission: Option<Admission>) -> Finding {
+    let mut f = Finding::simple(path, FindingKind::Added);
+    if let Some(Admission::Refused(violations)) = admission {
+        for v in violations {
+            f.attributes.push(v.attribute);
+            f.changes.push(Change {
+                attribute: v.attribute,
+                expected: Some(v.allowed),
+                actual: Some(v.actual),
+            });
+        }
+    }
+    f
 }
 
 /// The nearest ancestor of `path` below which nothing was checked.

@@ -282,10 +282,11 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let content_may_differ = allow
         .take("content_may_differ")
         .unwrap_or_else(|| d.allow.content_may_differ.clone());
-    let may_appear = allow
-        .take("may_appear")
-        .unwrap_or_else(|| d.allow.may_appear.clone());
+    let may_appear_v = allow.raw("may_appear");
     allow.finish();
+    let may_appear =
+        crate::policy::parse_may_appear("policy.allow.may_appear", may_appear_v, &mut errors)
+            .unwrap_or_else(|| d.allow.may_appear.clone());
 
     let policy = Policy {
         exclude,
@@ -298,9 +299,16 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         mounts,
     };
     // Semantic checks (globs, attribute names) even when other keys failed,
-    // so one run shows every problem.
+    // so one run shows every problem; a key already reported for its shape
+    // is not reported again for its value.
     if let Err(errs) = CompiledPolicy::new(policy.clone(), "policy") {
-        errors.extend(errs.iter().map(|e| e.to_string()));
+        let shaped = |k: &str| errors.iter().any(|e| related(e.split(": ").next(), k));
+        let fresh: Vec<String> = errs
+            .iter()
+            .filter(|e| !shaped(&e.key))
+            .map(|e| e.to_string())
+            .collect();
+        errors.extend(fresh);
     }
     if errors.is_empty() {
         Ok(Config {
@@ -313,6 +321,14 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(fail(errors))
     }
+}
+
+/// Is one key the other or inside it (`a.b` and `a.b[0]`, `a.b` and `a.b.c`)?
+fn related(a: Option<&str>, b: &str) -> bool {
+    let Some(a) = a else { return false };
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long.strip_prefix(short)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Read and parse a config file.
@@ -423,6 +439,7 @@ mod tests {
             attributes = ["mode"]
             [policy.allow]
             may_apear = []
+            may_appear = [{ paths = "/x", mode = 644 }, { paths = ["/y"], type = "dir", owner = [] }]
         "#)
         .unwrap_err();
         let all = err.to_string();
@@ -435,10 +452,15 @@ mod tests {
             "policy.rules[0].attributes: unknown attribute `colour`",
             "policy.rules[1].paths: required",
             "policy.allow.may_apear: unknown key",
+            // A table's shape (once, not again for its value) and values.
+            "policy.allow.may_appear[0].paths: invalid type: string",
+            "policy.allow.may_appear[0].mode: write the mask as an octal string",
+            "policy.allow.may_appear[1].type: unknown type `dir`",
+            "policy.allow.may_appear[1].owner: an allowance needs at least one owner",
         ] {
             assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
         }
-        assert_eq!(err.errors.len(), 7, "{all}");
+        assert_eq!(err.errors.len(), 11, "{all}");
     }
 
     #[test]

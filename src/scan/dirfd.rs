@@ -308,6 +308,11 @@ impl Ancestors {
     /// replaced (renamed, removed, or swapped for a symlink).
     fn fail(&mut self, k: usize, keep_from: usize, e: Option<Errno>) -> Reopen {
         let rel = self.levels[k].rel.clone();
+        // Its entry was reported when the walk went in (always, below the
+        // base): only what is below it goes unchecked.
+        let unchecked = self.levels[k]
+            .seen
+            .map_or(Unchecked::Subtree, Unchecked::Below);
         self.levels.truncate(k);
         self.held_from = keep_from.min(k);
         Reopen::Failed(Box::new(match e {
@@ -315,13 +320,13 @@ impl Ancestors {
                 &rel,
                 UnreadableKind::ChangedWhileRead,
                 "changed while being read (directory replaced)".into(),
-                Unchecked::Below,
+                unchecked,
             ),
             Some(e) => unreadable(
                 &rel,
                 cause_of(e),
                 format!("cannot re-open directory: {}", errno_text(e)),
-                Unchecked::Below,
+                unchecked,
             ),
         }))
     }

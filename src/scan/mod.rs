@@ -47,6 +47,7 @@
 
 mod dirfd;
 mod hash;
+pub mod ids;
 mod meta;
 mod mounts;
 mod pacer;
@@ -161,8 +162,9 @@ pub enum Unchecked {
     /// The path and everything below it.
     Subtree,
     /// Everything below the path: its own entry was reported (an
-    /// [`ScanEvent::Entry`] before this event), its listing failed.
-    Below,
+    /// [`ScanEvent::Entry`] before this event, made of this metadata), its
+    /// listing failed.
+    Below(Meta),
 }
 
 impl Unchecked {

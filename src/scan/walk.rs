@@ -92,7 +92,7 @@ impl Walker<'_> {
                 &rel,
                 cause_of(e),
                 format!("cannot list directory: {}", errno_text(e)),
-                Unchecked::Below,
+                Unchecked::Below(root_meta),
             )),
         }
     }
@@ -396,7 +396,7 @@ impl Walker<'_> {
                     if want_xattrs {
                         Unchecked::Subtree
                     } else {
-                        Unchecked::Below
+                        Unchecked::Below(meta)
                     },
                 ));
                 return Step::Next;
@@ -445,7 +445,7 @@ impl Walker<'_> {
                     &rel,
                     cause_of(e),
                     format!("cannot list directory: {}", errno_text(e)),
-                    Unchecked::Below,
+                    Unchecked::Below(meta),
                 ));
                 Step::Next
             }
