@@ -89,6 +89,8 @@ pub(super) struct ReloadState {
 #[derive(Debug)]
 pub(super) struct WatchState {
     pub restarting: bool,
+    /// When a failure to watch last started a rescan.
+    pub failed_rescan_at: Option<Instant>,
     pub backoff: Backoff,
     pub restart_at: Option<Instant>,
 }
@@ -165,6 +167,7 @@ impl Machine {
             },
             watch: WatchState {
                 restarting: false,
+                failed_rescan_at: None,
                 backoff: Backoff::new(Duration::from_secs(1), settings.retry_max),
                 restart_at: None,
             },
@@ -236,10 +239,20 @@ impl Machine {
         self.drive();
     }
 
-    /// Some directories could not be watched: rescan (once; the full
-    /// scans cover them from then on).
+    /// Some directories could not be watched (the inotify watch limit):
+    /// rescan, at most once per `full_scan_interval` (directories created
+    /// in a flood would otherwise rescan the host back to back); the
+    /// scheduled full scans cover them meanwhile.
     pub fn handle_watch_failed(&mut self) {
-        self.request_full(RescanReason::WatchFailed);
+        let now = self.clock.now();
+        if self
+            .watch
+            .failed_rescan_at
+            .is_none_or(|t| now >= t + self.settings.full_scan_interval)
+        {
+            self.watch.failed_rescan_at = Some(now);
+            self.request_full(RescanReason::WatchFailed);
+        }
         self.drive();
     }
 

@@ -85,6 +85,28 @@ async fn lost_events_and_unwatchable_directories_mean_a_full_rescan() {
     );
     let mut t = T::clean();
     t.m.handle_watch_failed();
+    let (scan, reason) = t.full_started();
+    assert_eq!(reason, RescanReason::WatchFailed);
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
+    // More directories that cannot be watched (a flood of new ones at the
+    // watch limit): no storm, at most one rescan per full_scan_interval.
+    for _ in 0..100 {
+        t.advance(Duration::from_secs(1)).await;
+        t.m.handle_watch_failed();
+        assert!(
+            !t.drain()
+                .iter()
+                .any(|a| matches!(a, Action::StartFullScan { .. })),
+            "a rescan storm"
+        );
+    }
+    // An interval later (its own scan runs meanwhile), a failure rescans
+    // again.
+    t.advance(Duration::from_secs(3600)).await;
+    let (scan, reason) = t.full_started();
+    assert_eq!(reason, RescanReason::Interval);
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
+    t.m.handle_watch_failed();
     assert_eq!(t.full_started().1, RescanReason::WatchFailed);
 }
 
