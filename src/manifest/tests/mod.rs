@@ -14,6 +14,7 @@
 //! file holds what they share: entry builders, the base manifest the
 //! corruptions start from, and the editors that corrupt it.
 
+mod budget;
 mod compression;
 mod determinism;
 mod diff;
