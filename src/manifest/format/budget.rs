@@ -23,8 +23,9 @@ use std::io::Read;
 
 /// The hard ceiling on a manifest's text, whatever its header declares: a
 /// quarter of the unit's `MemoryMax` (1 GiB). A real manifest takes about
-/// 130 bytes per entry (110,000 entries, 14 MB), so this admits some
-/// two million entries of real lines.
+/// 150 bytes per entry (the 135,000 paths of a `/usr`: 20 MB), so this
+/// is not what limits a real manifest ([`MAX_ENTRY_MEMORY`] is, at about a
+/// million entries).
 pub const MAX_TEXT: u64 = 256 << 20;
 
 /// The most text one entry is allowed on average. The longest line a real
@@ -35,7 +36,7 @@ pub const MAX_TEXT: u64 = 256 << 20;
 /// practice) and 64 KiB per value (`XATTR_SIZE_MAX`, 128 KiB in hex); and
 /// under 400 bytes of fixed fields. 256 KiB covers a path, a target, a
 /// maximal value and its name, and since the budget is for the whole text
-/// one fat entry borrows from the thousands of 130-byte ones: any header
+/// one fat entry borrows from the thousands of 150-byte ones: any header
 /// declaring 1,024 entries or more simply gets [`MAX_TEXT`].
 pub const PER_ENTRY: u64 = 256 << 10;
 
@@ -53,9 +54,9 @@ pub const MAX_HEADER: usize = 1 << 20;
 /// declare at most about 1.7 million), plus each allocation (path, target,
 /// xattr names and values, times) at its length and the allocator's
 /// 32 bytes of overhead. A real manifest takes about 250 bytes per entry
-/// here (110,000 entries: 27 MB). Without this bound, 256 MiB of text made
-/// of minimal 28-byte lines, or of a few-byte xattrs, would parse into
-/// gigabytes.
+/// here (the 135,000 of a `/usr`: 34 MB). Without this bound, 256 MiB of
+/// text made of minimal 28-byte lines, or of few-byte xattrs, would parse
+/// into gigabytes.
 pub const MAX_ENTRY_MEMORY: usize = 256 << 20;
 
 /// The most xattrs one entry may list. The kernel lists at most 64 KiB of
