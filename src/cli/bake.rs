@@ -97,7 +97,7 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
     if !unreadable.is_empty() {
         let mut msg = format!(
             "bake {}: {} path(s) could not be read; no manifest written:",
-            root.display(),
+            super::shown(&root),
             unreadable.len()
         );
         for (path, reason) in unreadable.iter().take(20) {
@@ -127,9 +127,9 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
         manifest.entries.len(),
         stats.files_hashed,
         stats.bytes_hashed,
-        root.display(),
+        super::shown(&root),
         started.elapsed().as_secs_f64(),
-        a.output.display(),
+        super::shown(&a.output),
         bytes.len(),
         manifest.digest_string(),
         match &manifest.signature {

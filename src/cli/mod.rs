@@ -25,8 +25,17 @@ pub struct CliError(pub String);
 
 impl CliError {
     pub fn io(op: &str, path: &Path, e: std::io::Error) -> CliError {
-        CliError(format!("{op} {}: {e}", path.display()))
+        CliError(format!("{op} {}: {e}", shown(path)))
     }
+}
+
+/// A path for text output, escaped with the manifest's one codec
+/// ([`crate::manifest::escape`]): a name from an image or a glob may hold
+/// terminal escapes, and is shown losslessly, bytes that are not UTF-8
+/// included, never raw.
+pub(crate) fn shown(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    crate::manifest::escape::escape(path.as_os_str().as_bytes())
 }
 
 impl From<crate::config::ConfigError> for CliError {

@@ -1,6 +1,28 @@
 //! Paths inside a root, as bytes: `/` alone, or `/`-separated components
 //! with no trailing slash. PURE.
 
+/// Why `path` is not canonical, or `None` when it is: `/` alone (the
+/// root), or `/` followed by `/`-separated components none of which is
+/// empty, `.` or `..`. Any other spelling names a place outside the root
+/// (`/a/../..`) or one place twice (`/a/./b` and `/a//b` are `/a/b`).
+pub fn non_canonical(path: &[u8]) -> Option<&'static str> {
+    if path == b"/" {
+        return None;
+    }
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return Some("does not start with `/`");
+    };
+    if rest.ends_with(b"/") {
+        return Some("ends with `/`");
+    }
+    rest.split(|&b| b == b'/').find_map(|c| match c {
+        b"" => Some("has an empty component (`//`)"),
+        b"." => Some("has a `.` component"),
+        b".." => Some("has a `..` component"),
+        _ => None,
+    })
+}
+
 /// Is `path` at or below `start`?
 pub fn in_scope(path: &[u8], start: &[u8]) -> bool {
     start == b"/"
@@ -39,6 +61,33 @@ mod tests {
 
     fn b(s: &str) -> Box<[u8]> {
         s.as_bytes().into()
+    }
+
+    #[test]
+    fn canonical_paths() {
+        for ok in [
+            "/", "/a", "/a/b", "/.a", "/a./b", "/...", "/a/..b", "/a b/\\n",
+        ] {
+            assert_eq!(non_canonical(ok.as_bytes()), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("", "start"),
+            ("a", "start"),
+            ("a/b", "start"),
+            ("//", "ends"),
+            ("/a/", "ends"),
+            ("/a//", "ends"),
+            ("//a", "empty"),
+            ("/a//b", "empty"),
+            ("/.", "`.`"),
+            ("/a/./b", "`.`"),
+            ("/..", "`..`"),
+            ("/a/../b", "`..`"),
+            ("/a/..", "`..`"),
+        ] {
+            let got = non_canonical(bad.as_bytes());
+            assert!(got.is_some_and(|g| g.contains(why)), "{bad:?}: {got:?}");
+        }
     }
 
     #[test]
