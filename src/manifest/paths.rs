@@ -39,16 +39,30 @@ pub fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
     }
 }
 
+/// Paths in *component order*: compared component by component, which is
+/// byte order with `/` below every other byte (`/a` < `/a/x` < `/a/x/y` <
+/// `/a-b` < `/a0`). A path's subtree follows it without a gap, and a
+/// depth-first walk that lists each directory in name order produces
+/// exactly this order: the order of manifest entries (format 2).
+pub fn cmp_components(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.iter()
+        .map(|&c| key(c))
+        .cmp(b.iter().map(|&c| key(c)))
+}
+
 /// Keep only the paths that have no ancestor (or duplicate) in the list:
-/// checking a path checks its subtree. The result is sorted.
+/// checking a path checks its subtree. The result is in component order.
 pub fn fold_subtrees(mut paths: Vec<Box<[u8]>>) -> Vec<Box<[u8]>> {
-    paths.sort();
+    paths.sort_unstable_by(|a, b| cmp_components(a, b));
     paths.dedup();
     let mut out: Vec<Box<[u8]>> = Vec::new();
-    // Sorted order puts "/a" before "/a/b" but also "/a-b" between them, so
-    // test every kept path, not only the last.
+    // In component order a path's subtree follows it: a path with an
+    // ancestor in the list comes after that ancestor with only the
+    // ancestor's other descendants between them, so the last path kept is
+    // the one to compare with.
     for p in paths {
-        if !out.iter().any(|a| in_scope(&p, a)) {
+        if !out.last().is_some_and(|a| in_scope(&p, a)) {
             out.push(p);
         }
     }
@@ -58,6 +72,21 @@ pub fn fold_subtrees(mut paths: Vec<Box<[u8]>>) -> Vec<Box<[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn component_order_puts_a_subtree_right_after_its_root() {
+        let mut v: Vec<&[u8]> = vec![
+            b"/a0", b"/a-b", b"/a/x/y", b"/", b"/a", b"/a/x", b"/a.b", b"/a\xff", b"/a/\x01",
+        ];
+        v.sort_by(|a, b| cmp_components(a, b));
+        let want: Vec<&[u8]> = vec![
+            b"/", b"/a", b"/a/\x01", b"/a/x", b"/a/x/y", b"/a-b", b"/a.b", b"/a0", b"/a\xff",
+        ];
+        assert_eq!(v, want);
+        assert_eq!(cmp_components(b"/a", b"/a"), Ordering::Equal);
+        assert_eq!(cmp_components(b"/a/b", b"/a\x01"), Ordering::Less);
+    }
 
     fn b(s: &str) -> Box<[u8]> {
         s.as_bytes().into()
