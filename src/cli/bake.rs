@@ -51,8 +51,10 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
     };
     let key = match &a.signing_key {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| CliError::io("read signing key", p, e))?;
+            // Refused unless only its owner (root or us) and group can read it.
+            let bytes = crate::fsutil::read_secret(p, "signing key")
+                .map_err(|e| CliError(e.to_string()))?;
+            let text = String::from_utf8_lossy(&bytes);
             Some(
                 sign::parse_secret(&text)
                     .map_err(|e| CliError(format!("signing key {}: {e}", p.display())))?,
