@@ -109,6 +109,7 @@ impl Jobs {
             start: None,
             cancel: Some(cancel),
             pacer: self.pacer.clone(),
+            progress: None,
         };
         let (manifest, policy) = (loaded.manifest.clone(), loaded.policy.clone());
         let (root, threads, tx) = (self.root.clone(), self.threads, self.tx.clone());
@@ -145,6 +146,7 @@ impl Jobs {
                     start: Some(p.clone()),
                     cancel: Some(cancel.clone()),
                     pacer: None,
+                    progress: None,
                 };
                 match check_scope(&manifest, &policy, &root, 1, &control, limit) {
                     Ok(mut r) => {
