@@ -46,9 +46,7 @@ pub fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
 /// exactly this order: the order of manifest entries (format 2).
 pub fn cmp_components(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let key = |c: u8| if c == b'/' { 0 } else { c };
-    a.iter()
-        .map(|&c| key(c))
-        .cmp(b.iter().map(|&c| key(c)))
+    a.iter().map(|&c| key(c)).cmp(b.iter().map(|&c| key(c)))
 }
 
 /// Keep only the paths that have no ancestor (or duplicate) in the list:
