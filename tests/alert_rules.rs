@@ -1005,7 +1005,7 @@ fn alertmanager_routes_pages_to_the_pager_and_the_rest_to_tickets() {
 /// host without image labels); the unit tests' edge cases must catch
 /// every one. Every alert has at least one; a recording rule has one
 /// where it can be told wrong.
-const MUTATIONS: [(&str, &str, &str); 23] = [
+const MUTATIONS: [(&str, &str, &str); 26] = [
     (
         "digest:driftd_host_info:count",
         "group by (image_id, digest, host_id) (",
@@ -1040,7 +1040,26 @@ const MUTATIONS: [(&str, &str, &str); 23] = [
         "group by (job, instance) (driftd_first_detection_timestamp_seconds)",
         "group by (job, instance) (driftd_manifest_info)",
     ),
-    ("DriftdSignalsHeld", "for: 20m", "for: 19m"),
+    (
+        "DriftdDriftNotRemediated",
+        "unless on(job, instance) driftd_signal_held == 1",
+        "",
+    ),
+    (
+        "DriftdSignalsHeld",
+        "min_over_time(driftd_signal_held[20m]) and driftd_signal_held offset 20m\n",
+        "min_over_time(driftd_signal_held[19m]) and driftd_signal_held offset 20m\n",
+    ),
+    (
+        "DriftdSignalsHeld",
+        " and driftd_signal_held offset 20m\n",
+        "\n",
+    ),
+    (
+        "DriftdSignalsHeld",
+        "group by (job, instance) (driftd_signal_held)",
+        "group by (job, instance) (driftd_manifest_info)",
+    ),
     ("DriftdDriftNotRemediated", "> 1800", "> 1740"),
     (
         "DriftdDriftNotRemediated",
@@ -1597,10 +1616,10 @@ fn start_alertmanager(bin: &Path, dir: &Path, config: &str) -> (Child, u16) {
 }
 
 /// The shipped alertmanager.yml, for real: while DriftdFleetMassDrift fires
-/// for an image, the per-host pages of that image are inhibited and those
-/// of other images (or of a host without image labels) are not; a held
-/// signal stands for its host's missing replacement; and the fleet alerts
-/// of two images are two notifications, one per image, to the pager.
+/// for an image, the other pages of that image are inhibited and those of
+/// other images (or of a host without image labels) are not; and the fleet
+/// alerts of two images are two notifications, one per image, to the
+/// pager.
 #[test]
 fn alertmanager_inhibits_the_pages_of_a_mass_drifted_image() {
     let Some(bin) = tool("prometheus-alertmanager", "prometheus-alertmanager") else {
@@ -1639,13 +1658,13 @@ fn alertmanager_inhibits_the_pages_of_a_mass_drifted_image() {
             "DriftdFleetMassDrift",
             &[("image_id", "ami-c"), ("digest", c)]
         ),
+        alert("DriftdSignalsHeld", &[("image_id", "ami-a"), ("digest", a)]),
+        alert("DriftdSignalsHeld", &[("image_id", "ami-b"), ("digest", b)]),
         host("DriftdDriftDetected", "web-01:9847", Some(a)),
         host("DriftdDriftNotRemediated", "web-02:9847", Some(a)),
-        host("DriftdSignalsHeld", "web-03:9847", Some(a)),
         host("DriftdDriftDetected", "api-01:9847", Some(b)),
-        host("DriftdDriftDetected", "web-19:9847", None),
-        host("DriftdSignalsHeld", "api-02:9847", Some(b)),
         host("DriftdDriftNotRemediated", "api-02:9847", Some(b)),
+        host("DriftdDriftDetected", "web-19:9847", None),
     ]);
     let (status, body) = http(port, "POST", "/api/v2/alerts", &alerts.to_string())
         .unwrap_or_else(|e| panic!("{e}\n{}", am.log()));
@@ -1656,13 +1675,13 @@ fn alertmanager_inhibits_the_pages_of_a_mass_drifted_image() {
     let want: BTreeMap<(String, String), bool> = [
         ("DriftdFleetMassDrift", a, false),
         ("DriftdFleetMassDrift", c, false),
+        ("DriftdSignalsHeld", a, true),
+        ("DriftdSignalsHeld", b, false),
         ("DriftdDriftDetected", "web-01:9847", true),
         ("DriftdDriftNotRemediated", "web-02:9847", true),
-        ("DriftdSignalsHeld", "web-03:9847", true),
         ("DriftdDriftDetected", "api-01:9847", false),
+        ("DriftdDriftNotRemediated", "api-02:9847", false),
         ("DriftdDriftDetected", "web-19:9847", false),
-        ("DriftdSignalsHeld", "api-02:9847", false),
-        ("DriftdDriftNotRemediated", "api-02:9847", true),
     ]
     .into_iter()
     .map(|(n, k, s)| ((n.to_owned(), k.to_owned()), s))
@@ -1697,26 +1716,35 @@ fn alertmanager_inhibits_the_pages_of_a_mass_drifted_image() {
         am.log()
     );
 
-    // One group per image for the fleet alert, to the pager.
+    // One group per image for each fleet alert, to the pager.
     let (_, body) = http(port, "GET", "/api/v2/alerts/groups", "").expect("groups");
     let groups: Value = serde_json::from_str(&body).expect("groups are JSON");
     let mut fleet: Vec<(Value, Value, usize)> = groups
         .as_array()
         .expect("a list of groups")
         .iter()
-        .filter(|g| g["labels"]["alertname"] == "DriftdFleetMassDrift")
+        .filter(|g| {
+            ["DriftdFleetMassDrift", "DriftdSignalsHeld"]
+                .contains(&g["labels"]["alertname"].as_str().unwrap_or(""))
+        })
         .map(|g| {
             let n = g["alerts"].as_array().map_or(0, Vec::len);
             (g["labels"].clone(), g["receiver"]["name"].clone(), n)
         })
         .collect();
     fleet.sort_by_key(|g| g.0.to_string());
-    let expected: Vec<(Value, Value, usize)> = [a, c]
-        .iter()
-        .map(|d| {
-            let labels = serde_json::json!({"alertname": "DriftdFleetMassDrift", "digest": d});
-            (labels, Value::from("pager"), 1)
-        })
-        .collect();
+    let mut expected: Vec<(Value, Value, usize)> = [
+        ("DriftdFleetMassDrift", a),
+        ("DriftdFleetMassDrift", c),
+        ("DriftdSignalsHeld", a),
+        ("DriftdSignalsHeld", b),
+    ]
+    .iter()
+    .map(|(name, d)| {
+        let labels = serde_json::json!({"alertname": name, "digest": d});
+        (labels, Value::from("pager"), 1)
+    })
+    .collect();
+    expected.sort_by_key(|g| g.0.to_string());
     assert_eq!(fleet, expected, "fleet alert groups:\n{body}");
 }
