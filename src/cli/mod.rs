@@ -9,6 +9,7 @@ pub mod diff;
 pub mod generate;
 pub mod inspect;
 pub mod keygen;
+mod progress;
 mod report;
 pub mod run;
 pub mod state;
@@ -98,13 +99,17 @@ pub enum Color {
 }
 
 impl Color {
+    /// Colour in what goes to stdout.
     fn enabled(self) -> bool {
+        self.enabled_on(std::io::stdout().is_terminal())
+    }
+
+    /// Colour on a stream that is (or is not) a terminal.
+    fn enabled_on(self, terminal: bool) -> bool {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
+            Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 }

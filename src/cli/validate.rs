@@ -17,8 +17,8 @@ use std::path::PathBuf;
 Checks, in order: the config file (every error at once), the listen \
 address, the root, the state directory, the manifest (readable, intact, \
 signed by a trusted key, its embedded policy compiles) and every [[signal]] \
-backend (secret files readable, TLS roots valid, commands executable, \
-built with the feature it needs).
+backend (secret files readable by driftd and safe from others, TLS roots \
+valid, commands executable, built with the feature it needs).
 
 Exit status: 0 valid, 2 invalid (each problem is listed).
 

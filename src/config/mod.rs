@@ -174,9 +174,12 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         path: origin.to_path_buf(),
         errors,
     };
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| fail(vec![e.to_string().trim().replace('\n', "\n    ")]))?;
+    // The parser quotes the offending line, which may hold a webhook URL
+    // with credentials: shown redacted.
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = crate::signal::redact::urls_in(e.to_string().trim());
+        fail(vec![msg.replace('\n', "\n    ")])
+    })?;
     let mut errors = Vec::new();
     let defaults = Config::default();
     let mut top = Table::root(doc, &mut errors);

@@ -110,6 +110,7 @@ impl Jobs {
             ordered: false,
             cancel: Some(cancel),
             pacer: self.pacer.clone(),
+            progress: None,
         };
         let (manifest, policy) = (loaded.manifest.clone(), loaded.policy.clone());
         let (root, threads, tx) = (self.root.clone(), self.threads, self.tx.clone());
@@ -147,6 +148,7 @@ impl Jobs {
                     ordered: false,
                     cancel: Some(cancel.clone()),
                     pacer: None,
+                    progress: None,
                 };
                 match check_scope(&manifest, &policy, &root, 1, &control, limit) {
                     Ok(mut r) => {

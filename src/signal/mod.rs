@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod kubernetes;
 pub mod outbox;
+pub mod redact;
 pub mod webhook;
 
 pub use crate::clock::rfc3339;
