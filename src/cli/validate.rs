@@ -166,7 +166,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
                     } else {
                         crate::manifest::escape::escape(m.header.image_id.as_bytes())
                     },
-                    m.entries.len()
+                    m.len()
                 ),
             );
         }

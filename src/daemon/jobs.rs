@@ -92,7 +92,8 @@ impl Jobs {
                     keys: &keys,
                     allow_unsigned,
                 },
-            );
+            )
+            .and_then(|mut l| l.collect_dirs().map(|()| l));
             let _ = tx.send(JobResult::Loaded {
                 kind,
                 state: Box::new(state),

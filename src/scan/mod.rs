@@ -377,7 +377,7 @@ pub fn scan_collect_with(
         ScanEvent::Partial { entry, reason, .. } => bad.push((entry.path, reason)),
         ScanEvent::Unreadable { path, reason, .. } => bad.push((path, reason)),
     })?;
-    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    entries.sort_unstable_by(|a, b| crate::manifest::paths::cmp_components(&a.path, &b.path));
     bad.sort();
     Ok(Collected {
         entries,

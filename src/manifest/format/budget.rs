@@ -84,7 +84,7 @@ fn alloc(len: usize) -> usize {
 }
 
 /// The heap an entry holds beyond its slot in the entry array.
-pub(super) fn entry_heap(e: &Entry) -> usize {
+pub(crate) fn entry_heap(e: &Entry) -> usize {
     let xattrs = e.xattrs.as_ref().map_or(0, |x| {
         alloc(std::mem::size_of_val(x.as_slice()))
             + x.iter()
@@ -101,11 +101,12 @@ pub(super) fn entry_heap(e: &Entry) -> usize {
 /// within [`MAX_HEADER`] bytes.
 fn header_end(prefix: &[u8]) -> Option<usize> {
     let window = &prefix[..prefix.len().min(MAX_HEADER)];
+    let first = window.split(|&b| b == b'\n').next().unwrap_or_default();
     window
         .iter()
         .enumerate()
         .filter(|(_, &b)| b == b'\n')
-        .nth(parse::HEADER_LINES - 1)
+        .nth(parse::header_lines(first) - 1)
         .map(|(i, _)| i + 1)
 }
 
@@ -128,7 +129,9 @@ const UNREADABLE_HEADER_BUDGET: u64 = MAX_HEADER as u64 + TRAILER;
 fn judge(prefix: &[u8]) -> Result<Judged, FormatError> {
     match header_end(prefix) {
         Some(end) => Ok(match parse::parse_header(&prefix[..end]) {
+            // Version 2 has its entry count at the end: the ceiling.
             Ok((_, count, _)) => {
+                let count = count.unwrap_or(usize::MAX);
                 let budget = text_budget(end, count);
                 Judged::Budget {
                     budget,
