@@ -108,6 +108,7 @@ impl Jobs {
         self.cancels.insert(id, cancel.clone());
         let control = ScanControl {
             start: None,
+            ordered: false,
             cancel: Some(cancel),
             pacer: self.pacer.clone(),
             progress: None,
@@ -145,6 +146,7 @@ impl Jobs {
             for p in &paths {
                 let control = ScanControl {
                     start: Some(p.clone()),
+                    ordered: false,
                     cancel: Some(cancel.clone()),
                     pacer: None,
                     progress: None,

@@ -150,8 +150,12 @@ pub(super) struct Child {
     pub kind: FileType,
 }
 
-/// Every name in an open directory but `.` and `..`. `buf` is reused
-/// between directories (any size above one entry works).
+/// Every name in an open directory but `.` and `..`, sorted by bytes: the
+/// walk descends into each subdirectory where it meets it, so its
+/// pre-order is then component order
+/// ([`crate::manifest::paths::cmp_components`]), whatever order the
+/// filesystem lists names in. `buf` is reused between directories (any
+/// size above one entry works).
 pub(super) fn list(dir: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<Vec<Child>, Errno> {
     let mut out = Vec::new();
     let mut raw = RawDir::new(dir, buf.spare_capacity_mut());
@@ -165,6 +169,8 @@ pub(super) fn list(dir: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<Vec<Child>,
             });
         }
     }
+    // Names in a directory are unique: an unstable sort is as good.
+    out.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(out)
 }
 

@@ -11,6 +11,7 @@
 //! `fstat` replaces the walker's `lstat`: one system call fewer per file.
 
 use super::meta::Meta;
+use super::order::Sent;
 use super::{cause_of, errno_text, io_cause, unreadable, xattr, ScanControl, ScanEvent, Unchecked};
 use crate::manifest::diff::UnreadableKind;
 use crate::manifest::{Entry, FileKind};
@@ -45,15 +46,17 @@ pub(super) struct Job {
 /// Why a file could not be read: a typed cause and a message.
 type Failure = (UnreadableKind, String);
 
-pub(super) fn hash_worker(
-    jobs: Receiver<Job>,
-    events: Sender<(ScanEvent, u64)>,
-    control: &ScanControl,
-) {
+/// Hash jobs until the queue closes: one event per job, carrying its
+/// number, or (an ordered scan only) "nothing" for a file that vanished,
+/// so that no number stays open.
+pub(super) fn hash_worker(jobs: Receiver<(u64, Job)>, events: Sender<Sent>, control: &ScanControl) {
     let mut buf = vec![0u8; READ_BUF];
-    for job in jobs.iter() {
+    for (seq, job) in jobs.iter() {
         if control.cancelled() {
-            continue; // drain the queue so the walker can finish
+            // Drain the queue so the walker can finish. The job's number is
+            // never sent: an ordered delivery skips it once every sender
+            // is gone.
+            continue;
         }
         let outcome = match open_regular(job.dir.as_fd(), &job.name) {
             Ok(fd) => {
@@ -62,7 +65,18 @@ pub(super) fn hash_worker(
                 drop(job.dir);
                 hash_file(&fd, job.seen, &job.rel, job.attrs, &mut buf, control)
             }
-            Err(Errno::NOENT) => continue, // vanished: it is not there now
+            // Vanished: it is not there now.
+            Err(Errno::NOENT) => {
+                let nothing = Sent {
+                    seq,
+                    ev: None,
+                    bytes: 0,
+                };
+                if control.ordered && events.send(nothing).is_err() {
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 let failure = match e {
                     Errno::LOOP => (
@@ -100,7 +114,14 @@ pub(super) fn hash_worker(
                 (unreadable(&job.rel, cause, reason, Unchecked::Path), 0)
             }
         };
-        if events.send((ev, bytes)).is_err() {
+        if events
+            .send(Sent {
+                seq,
+                ev: Some(ev),
+                bytes,
+            })
+            .is_err()
+        {
             return;
         }
     }

@@ -42,14 +42,31 @@
 //! per hashing thread.
 //!
 //! Parallelism: one walker thread lists directories depth-first and stats
-//! entries while `threads` hashing threads open and read files; results
-//! arrive on the caller's thread in no particular order (callers sort).
+//! entries while `threads` hashing threads open and read files.
+//!
+//! Order: each directory's names are sorted by bytes when it is listed,
+//! and the walk goes into a subdirectory where it meets it, so the walker
+//! produces paths in component order
+//! ([`crate::manifest::paths::cmp_components`]: `/a`, `/a/x`, `/a-b`), the
+//! order a streaming bake writes and a streaming check merges in. By
+//! default results reach the caller's thread as they are done (a file when
+//! it is hashed), in no particular order. With [`ScanControl::ordered`]
+//! they reach it in the walker's order ([`order`]): component order of
+//! paths, an [`Unchecked::Below`] right after its directory's entry. The
+//! one exception is a directory that fails when the walker re-opens it
+//! (see [`HELD_DIRS`]) to list more of it: its [`Unchecked::Below`] comes
+//! where the walk was, after part of its subtree, and means "the rest of
+//! it". An ordered scan holds at most [`ORDER_WINDOW`] events waiting
+//! for a file still being hashed: past that the walker waits.
 
 mod dirfd;
 mod hash;
 pub mod ids;
 mod meta;
 mod mounts;
+mod order;
+#[cfg(test)]
+mod order_tests;
 mod pacer;
 #[cfg(test)]
 mod tests;
@@ -125,6 +142,14 @@ pub const HELD_DIRS: usize = 16;
 /// Jobs queued per hashing thread: enough to keep the threads busy, few
 /// enough that the jobs' parent directories stay a small part of the budget.
 pub const JOBS_PER_THREAD: usize = 32;
+
+/// How far (in events: entries, unreadable paths, queued files) the walker
+/// may run ahead of the last event handed out in an ordered scan
+/// ([`ScanControl::ordered`]). It bounds the reorder buffer to this many
+/// events, a few hundred bytes each (1-2 MiB, whatever the tree), and is
+/// large enough that the hashing threads rarely run dry behind one big
+/// file: they have this many small ones to do meanwhile.
+pub const ORDER_WINDOW: u64 = 4096;
 
 /// One result of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +243,11 @@ pub struct ScanControl {
     /// directory) instead of the whole tree. A path that does not exist
     /// yields no event at all.
     pub start: Option<Box<[u8]>>,
+    /// Deliver events in the walker's order (component order of paths;
+    /// see the module doc) rather than as they are done: for a caller that
+    /// streams, at the cost of a bounded reorder buffer and a walker that
+    /// may wait for it.
+    pub ordered: bool,
     /// Set to stop the scan early; it then returns [`ScanError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
     /// Limits the read rate of the hashing threads.
@@ -302,8 +332,9 @@ pub fn scan_with(
         opts.threads
     };
     let mut stats = ScanStats::default();
-    let (job_tx, job_rx) = bounded::<Job>(threads * JOBS_PER_THREAD);
-    let (ev_tx, ev_rx) = bounded::<(ScanEvent, u64)>(4096);
+    let (job_tx, job_rx) = bounded::<(u64, Job)>(threads * JOBS_PER_THREAD);
+    let (ev_tx, ev_rx) = bounded::<order::Sent>(4096);
+    let window = control.ordered.then(|| order::Window::new(ORDER_WINDOW));
     std::thread::scope(|s| {
         let root_path = opts.root.as_os_str().as_bytes();
         let walker = walk::Walker {
@@ -313,6 +344,7 @@ pub fn scan_with(
             events: ev_tx.clone(),
             control,
             budget,
+            numbering: order::Numbering::new(window.clone()),
             mount_table: std::cell::OnceCell::new(),
         };
         s.spawn(move || match control.start.as_deref() {
@@ -322,11 +354,18 @@ pub fn scan_with(
         for _ in 0..threads {
             let rx = job_rx.clone();
             let tx = ev_tx.clone();
-            s.spawn(move || hash::hash_worker(rx, tx, control));
+            // A panicking hashing thread never sends its job's number.
+            let guard = order::AbandonOnPanic(window.clone());
+            s.spawn(move || {
+                let _guard = guard;
+                hash::hash_worker(rx, tx, control);
+            });
         }
         drop(ev_tx);
         drop(job_rx);
-        for (ev, bytes) in ev_rx.iter() {
+        // Moved in: dropped (and the window abandoned) even if `sink`
+        // panics, so the other threads stop and the scope can return.
+        for (ev, bytes) in order::Delivery::new(ev_rx, window.as_deref()) {
             let mut hashed = 0;
             match &ev {
                 ScanEvent::Entry { entry, .. } => {

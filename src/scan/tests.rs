@@ -342,18 +342,17 @@ fn run_job(dir: &Path, name: &str) -> Vec<ScanEvent> {
     let (_budget, dir) = dirfd::with_root(DIR_FDS, fd);
     let (job_tx, job_rx) = crossbeam_channel::bounded(1);
     let (ev_tx, ev_rx) = crossbeam_channel::bounded(4);
-    job_tx
-        .send(Job {
-            rel: format!("/{name}").into_bytes().into(),
-            dir,
-            name: std::ffi::CString::new(name).unwrap(),
-            seen: None,
-            attrs: crate::policy::AttrSet::default_set(),
-        })
-        .unwrap();
+    let job = Job {
+        rel: format!("/{name}").into_bytes().into(),
+        dir,
+        name: std::ffi::CString::new(name).unwrap(),
+        seen: None,
+        attrs: crate::policy::AttrSet::default_set(),
+    };
+    job_tx.send((0, job)).unwrap();
     drop(job_tx);
     hash::hash_worker(job_rx, ev_tx, &ScanControl::default());
-    ev_rx.iter().map(|(ev, _)| ev).collect()
+    ev_rx.iter().map(|s: order::Sent| s.ev.unwrap()).collect()
 }
 
 /// When `getdents` said "regular file" the worker's open is the first look:

@@ -15,6 +15,7 @@ use super::dirfd::{self, Ancestors, Budget, Child, DirFd, Level, OpenError, Reop
 use super::hash::Job;
 use super::meta::Meta;
 use super::mounts::{self, Kind as MountKind, MountTable, Probe};
+use super::order::{Numbering, Sent};
 use super::xattr::{self, BesideError};
 use super::{
     cause_of, errno_text, io_cause, unreadable, Mount, ScanControl, ScanEvent, Unchecked, HELD_DIRS,
@@ -41,10 +42,13 @@ pub(super) struct Walker<'a> {
     /// it (no trailing slash), for the path-length rule.
     pub root_len: usize,
     pub policy: &'a CompiledPolicy,
-    pub jobs: Sender<Job>,
-    pub events: Sender<(ScanEvent, u64)>,
+    /// Files to hash, each with its number.
+    pub jobs: Sender<(u64, Job)>,
+    pub events: Sender<Sent>,
     pub control: &'a ScanControl,
     pub budget: Arc<Budget>,
+    /// Numbers every event and job, in the order the walk meets them.
+    pub numbering: Numbering,
     /// The mount table, read when the first mount root is met.
     pub mount_table: std::cell::OnceCell<Option<MountTable>>,
 }
@@ -63,8 +67,16 @@ fn listing_buf() -> Vec<u8> {
 
 impl Walker<'_> {
     fn send(&self, ev: ScanEvent) {
+        // No number: the scan is stopping (the walk sees it next round).
+        let Some(seq) = self.numbering.take(self.control) else {
+            return;
+        };
         // The receiver only goes away when the caller is gone; nothing to do.
-        let _ = self.events.send((ev, 0));
+        let _ = self.events.send(Sent {
+            seq,
+            ev: Some(ev),
+            bytes: 0,
+        });
     }
 
     /// The whole tree: the root entry (its xattrs from the root
@@ -160,7 +172,8 @@ impl Walker<'_> {
     fn walk(&self, base: Level, mut buf: Vec<u8>) {
         let mut stack = Ancestors::new(base, HELD_DIRS);
         while let Some(top) = stack.top_mut() {
-            if self.control.cancelled() {
+            // A refused number: cancelled, or nobody will take events.
+            if self.control.cancelled() || self.numbering.refused() {
                 return;
             }
             let Some(child) = top.children.next() else {
@@ -299,7 +312,10 @@ impl Walker<'_> {
     }
 
     fn queue(&self, job: Job) -> Step {
-        match self.jobs.send(job) {
+        let Some(seq) = self.numbering.take(self.control) else {
+            return Step::Stop;
+        };
+        match self.jobs.send((seq, job)) {
             Ok(()) => Step::Next,
             Err(_) => Step::Stop,
         }
