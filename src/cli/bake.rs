@@ -95,7 +95,7 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
     // the size of the tree.
     let control = ScanControl {
         progress: shown.handle(),
-        //ORDERED ordered: true,
+        ordered: true,
         ..ScanControl::default()
     };
     let header = Header {

@@ -51,6 +51,8 @@ pub fn run(a: CheckArgs) -> Result<Status, CliError> {
     );
     let control = ScanControl {
         progress: shown.handle(),
+        // In the walk's order each block of the manifest is read once.
+        ordered: true,
         ..ScanControl::default()
     };
     let report = check_scope(

@@ -108,7 +108,9 @@ impl Jobs {
         self.cancels.insert(id, cancel.clone());
         let control = ScanControl {
             start: None,
-            ordered: false,
+            // The manifest is read block by block as the walk goes: in
+            // the walk's order each block is read once.
+            ordered: true,
             cancel: Some(cancel),
             pacer: self.pacer.clone(),
             progress: None,
