@@ -8,6 +8,7 @@ use crate::manifest::paths::cmp_components;
 use crate::policy::{CompiledPolicy, Policy};
 use std::cmp::Ordering as CmpOrdering;
 use std::ffi::OsStr;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -194,6 +195,60 @@ fn the_walker_takes_numbers_only_within_the_window() {
     assert_eq!(numbering.take(&control), None);
 }
 
+/// One number held back ("a huge file"): the walker takes numbers until
+/// the window is full and then waits; the buffer holds exactly the window,
+/// and everything comes out in order once the held number arrives.
+#[test]
+fn the_reorder_buffer_fills_to_the_window_and_the_walker_waits() {
+    let size = ORDER_WINDOW;
+    let total = 2 * size;
+    let window = Window::new(size);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let taken = Arc::new(AtomicU64::new(0));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let held_tx = tx.clone();
+    let held = std::thread::spawn(move || {
+        if release_rx.recv().is_ok() {
+            held_tx.send(sent(1, true)).unwrap();
+        }
+    });
+    let (w, t) = (window.clone(), taken.clone());
+    let walker = std::thread::spawn(move || {
+        let numbering = Numbering::new(Some(w));
+        let control = ScanControl::default();
+        for _ in 0..total {
+            let seq = numbering.take(&control).unwrap();
+            t.store(seq + 1, Ordering::SeqCst);
+            if seq != 1 {
+                tx.send(sent(seq, true)).unwrap();
+            }
+        }
+    });
+    let consumer = std::thread::spawn(move || {
+        let out: Vec<_> = Delivery::new(rx, Some(&window)).map(|(e, _)| e).collect();
+        (out, LAST_PEAK.with(|p| p.get()))
+    });
+    // Number 0 handed out, number 1 held: numbers up to `size` fit.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken.load(Ordering::SeqCst) < size + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the walker never filled the window"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(taken.load(Ordering::SeqCst), size + 1, "the walker waits");
+    release_tx.send(()).unwrap();
+    let (out, peak) = within(Duration::from_secs(60), move || {
+        walker.join().unwrap();
+        held.join().unwrap();
+        consumer.join().unwrap()
+    });
+    assert_eq!(out, (0..total).map(ev).collect::<Vec<_>>());
+    assert_eq!(peak, size as usize, "numbers 1..=size waited for number 1");
+}
+
 #[test]
 fn a_waiting_walker_is_woken_when_the_caller_hands_out() {
     let window = Window::new(2);
@@ -375,10 +430,13 @@ fn the_reorder_buffer_never_exceeds_the_window_behind_one_huge_file() {
     for i in 0..10_000 {
         std::fs::write(tmp.path().join(format!("f{i:05}")), i.to_string()).unwrap();
     }
-    // 16 MiB/s: two seconds on the big file, time enough for the walker
-    // to fill the window many times over.
+    // 8 MiB/s: four seconds on the big file, usually time enough for the
+    // other hashing thread to do a window's worth of small files (how many
+    // it does depends on the machine's load: that the buffer reaches the
+    // bound exactly is proved with simulated threads, in
+    // the_reorder_buffer_fills_to_the_window_and_the_walker_waits).
     let control = ScanControl {
-        pacer: Some(Arc::new(Pacer::new(16 << 20))),
+        pacer: Some(Arc::new(Pacer::new(8 << 20))),
         ..ScanControl::default()
     };
     let root = tmp.path().to_path_buf();
@@ -389,8 +447,8 @@ fn the_reorder_buffer_never_exceeds_the_window_behind_one_huge_file() {
     assert_eq!(stats.bytes_hashed, (32 << 20) + 38_890);
     assert_component_order(&evs);
     assert!(peak <= ORDER_WINDOW as usize, "peak {peak}");
-    // The bound was reached, not merely respected by a fast scan.
-    assert!(peak > ORDER_WINDOW as usize / 2, "peak {peak}");
+    // Events did wait behind the big file.
+    assert!(peak > 1, "peak {peak}");
 }
 
 #[test]
