@@ -22,6 +22,7 @@ pub mod events;
 pub mod findings;
 mod load;
 pub mod machine;
+mod parts;
 pub mod reason;
 pub mod timers;
 mod unknown;
