@@ -517,7 +517,13 @@ fn a_version_1_manifest_is_still_read_and_checks_the_same() {
     std::fs::write(&v1_file, zstd::bulk::compress(&v1_bytes, 9).unwrap()).unwrap();
     for file in [&v1_path, &v1_file] {
         let out = Command::new(env!("CARGO_BIN_EXE_driftd"))
-            .args(["check", "--allow-unsigned", "--format", "json", "--manifest"])
+            .args([
+                "check",
+                "--allow-unsigned",
+                "--format",
+                "json",
+                "--manifest",
+            ])
             .arg(file)
             .arg("--root")
             .arg(&root)
