@@ -185,6 +185,16 @@ pub fn read(path: &Path) -> Result<Store, LoadError> {
         .map_err(map)
 }
 
+/// A manifest file's blocks are read through its open descriptor.
+impl crate::manifest::store::ReadAt for std::fs::File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
 /// Judge a manifest's signature by `rule`.
 pub fn judge(
     manifest: &impl sign::Signed,

@@ -711,7 +711,10 @@ fn expected(before: &Model, after: &Model) -> BTreeSet<Key> {
 /// much as on the scanner: it pins down failures to one side).
 fn assert_scan_matches(model: &Model, entries: &[Entry], when: &str) {
     let scanned: Vec<String> = entries.iter().map(|e| show(&e.path)).collect();
-    let modelled: Vec<String> = model.keys().map(|p| show(p)).collect();
+    // The manifest is in component order, the model in byte order.
+    let mut keys: Vec<&Vec<u8>> = model.keys().collect();
+    keys.sort_by(|a, b| driftd::manifest::paths::cmp_components(a, b));
+    let modelled: Vec<String> = keys.into_iter().map(|p| show(p)).collect();
     assert_eq!(scanned, modelled, "{when}: scanned paths differ from model");
     for e in entries {
         let n = &model[&*e.path];

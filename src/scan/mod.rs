@@ -66,6 +66,8 @@ mod meta;
 mod mounts;
 mod order;
 #[cfg(test)]
+mod order_scan_tests;
+#[cfg(test)]
 mod order_tests;
 mod pacer;
 #[cfg(test)]

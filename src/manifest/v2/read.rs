@@ -171,7 +171,9 @@ pub fn parse_block(
     let bad = |what: String| other(format!("block {number}: {what}"));
     if *blake3::hash(text).as_bytes() != meta.hash {
         return Err(bad(
-            "its hash differs from the index: the manifest is corrupt or was modified".into(),
+            "digest mismatch: its hash differs from the signed index (the manifest is \
+             corrupt or was modified after baking)"
+                .into(),
         ));
     }
     let body = text
@@ -211,9 +213,7 @@ pub type Parsed = (Header, Vec<Entry>, [u8; 32], Option<ManifestSignature>);
 
 /// A whole version 2 text in memory (plain, or inflated from one stream):
 /// the header, the entries, the digest and signature, all checked.
-pub fn parse_text(
-    text: &[u8],
-) -> Result<Parsed, FormatError> {
+pub fn parse_text(text: &[u8]) -> Result<Parsed, FormatError> {
     let (body, digest, signature) = format::split_trailer(text)?;
     let (header, _, end) = format::parse_header(body)?;
     if header.format_version != VERSION {
