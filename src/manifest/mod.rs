@@ -110,6 +110,10 @@ impl Manifest {
     /// Like [`Manifest::from_bytes`], but frees the compressed bytes as soon
     /// as they are inflated (keeps peak memory down on big manifests).
     pub fn from_vec(bytes: Vec<u8>) -> Result<Manifest, FormatError> {
+        let tail = bytes.len().saturating_sub(v2::TAIL_LEN);
+        if v2::parse_tail(&bytes[tail..], bytes.len() as u64).is_some() {
+            return Manifest::from_bytes(&bytes);
+        }
         let text = match format::decompress(&bytes)? {
             std::borrow::Cow::Owned(text) => {
                 drop(bytes);

@@ -211,8 +211,9 @@ pub(super) fn read_bounded<E: From<FormatError>>(
         }
         let want = CHUNK.min(MAX_HEADER - text.len());
         if fill(&mut r, &mut text, want).map_err(&io_err)? < want {
-            // All of it, and no complete header: the parser says what is
-            // wrong with it.
+            // All of it, within the first chunk: the parser says what is
+            // wrong with it (a complete header is judged like any).
+            judge(&text, compressed)?;
             return Ok(text);
         }
     };
