@@ -15,11 +15,11 @@ use crate::manifest::bounded::Bounded;
 use crate::manifest::diff::{
     compare, Change, Counts, Finding, FindingKind, UnreadableKind, Verdict,
 };
-use crate::manifest::{Entry, Manifest};
+use crate::manifest::format::ReadError;
+use crate::manifest::{Entry, Header, Store};
 use crate::policy::{Admission, CompiledPolicy, Ids, Seen};
 use crate::scan::{self, Mount, ScanControl, ScanEvent, ScanOptions, ScanStats, Unchecked};
 use std::collections::HashMap;
-use std::ops::Range;
 use std::path::Path;
 
 /// The outcome of one check.
@@ -43,11 +43,15 @@ pub enum CheckError {
     Policy(String),
     #[error(transparent)]
     Scan(#[from] scan::ScanError),
+    /// A block of the manifest could not be read or failed its check: the
+    /// check did not happen (the verdict stays unknown).
+    #[error("read the manifest: {0}")]
+    Manifest(#[from] ReadError),
 }
 
-/// Compile the manifest's embedded policy.
-pub fn manifest_policy(manifest: &Manifest) -> Result<CompiledPolicy, CheckError> {
-    CompiledPolicy::new(manifest.header.policy.clone(), "policy").map_err(|errs| {
+/// Compile the manifest's embedded policy (from its header).
+pub fn manifest_policy(header: &Header) -> Result<CompiledPolicy, CheckError> {
+    CompiledPolicy::new(header.policy.clone(), "policy").map_err(|errs| {
         CheckError::Policy(
             errs.iter()
                 .map(|e| e.to_string())
@@ -59,11 +63,11 @@ pub fn manifest_policy(manifest: &Manifest) -> Result<CompiledPolicy, CheckError
 
 /// Check `root` against `manifest` with `threads` hashing threads.
 pub fn check_tree(
-    manifest: &Manifest,
+    manifest: &Store,
     root: &Path,
     threads: usize,
 ) -> Result<CheckReport, CheckError> {
-    let policy = manifest_policy(manifest)?;
+    let policy = manifest_policy(&manifest.header)?;
     check_scope(
         manifest,
         &policy,
@@ -121,25 +125,6 @@ fn mount_finding(expected: &Entry, actual: &Entry, mount: &Mount) -> Finding {
     f
 }
 
-/// A file seen but not read that the manifest lacks is handled like any
-/// unreadable path the manifest lacks (it is there: `added`, unless it may
-/// appear).
-fn partial_as_unreadable(manifest: &Manifest, ev: ScanEvent) -> ScanEvent {
-    match ev {
-        ScanEvent::Partial {
-            entry,
-            cause,
-            reason,
-        } if manifest.find(&entry.path).is_none() => ScanEvent::Unreadable {
-            path: entry.path,
-            cause,
-            reason,
-            unchecked: Unchecked::Path,
-        },
-        other => other,
-    }
-}
-
 /// A file seen but not read (it could not be opened, or changed while
 /// read): what its metadata already shows (its type, size, mode, owner,
 /// link target) is drift, whatever its content; if nothing does, it is
@@ -166,17 +151,47 @@ fn partial_finding(
     }
 }
 
-/// The manifest entries a scan starting at `start` covers: the path itself
-/// and everything below it (contiguous, since entries are sorted by bytes).
-fn scope(manifest: &Manifest, start: Option<&[u8]>) -> (Option<usize>, Range<usize>) {
-    let Some(start) = start.filter(|s| *s != b"/") else {
-        return (None, 0..manifest.entries.len());
-    };
-    let prefix = [start, b"/"].concat();
-    let entries = &manifest.entries;
-    let lo = entries.partition_point(|e| *e.path < *prefix);
-    let hi = lo + entries[lo..].partition_point(|e| e.path.starts_with(&prefix));
-    (manifest.find(start), lo..hi)
+/// Which manifest entries a check has seen: one bit for each entry in its
+/// scope (an eighth of a byte per entry, the only part of a check's memory
+/// that grows with the manifest).
+struct SeenSet {
+    exact: Option<u64>,
+    exact_seen: bool,
+    lo: u64,
+    bits: Vec<u64>,
+}
+
+impl SeenSet {
+    fn new(exact: Option<u64>, below: &std::ops::Range<u64>) -> SeenSet {
+        let n = usize::try_from(below.end - below.start).unwrap_or(usize::MAX);
+        SeenSet {
+            exact,
+            exact_seen: false,
+            lo: below.start,
+            bits: vec![0; n.div_ceil(64)],
+        }
+    }
+
+    /// Mark entry `n` seen (if it is in scope).
+    fn mark(&mut self, n: u64) {
+        if self.exact == Some(n) {
+            self.exact_seen = true;
+        } else if let Some(i) = n.checked_sub(self.lo) {
+            if let Some(w) = self.bits.get_mut((i / 64) as usize) {
+                *w |= 1 << (i % 64);
+            }
+        }
+    }
+
+    fn below_seen(&self, n: u64) -> bool {
+        let i = n - self.lo;
+        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    /// Are all of the entries `range` (below the scope's start) seen?
+    fn all_seen(&self, range: std::ops::Range<u64>) -> bool {
+        range.clone().all(|n| self.below_seen(n))
+    }
 }
 
 /// Check the part of the tree `control.start` selects (all of it by
@@ -184,16 +199,28 @@ fn scope(manifest: &Manifest, start: Option<&[u8]>) -> (Option<usize>, Range<usi
 /// At most `limit` findings are held in the report (the first by path);
 /// every one is counted.
 pub fn check_scope(
-    manifest: &Manifest,
+    manifest: &Store,
     policy: &CompiledPolicy,
     root: &Path,
     threads: usize,
     control: &ScanControl,
     limit: usize,
 ) -> Result<CheckReport, CheckError> {
-    let (exact, below) = scope(manifest, control.start.as_deref());
-    let in_scope = |i: usize| exact == Some(i) || below.contains(&i);
-    let mut seen = vec![false; manifest.entries.len()];
+    let (exact, below) = manifest.scope(control.start.as_deref())?;
+    let mut seen = SeenSet::new(exact, &below);
+    // The first error reading the manifest: the check then fails as a
+    // whole (never a verdict from half a manifest).
+    let failed: std::cell::RefCell<Option<ReadError>> = Default::default();
+    let fail = |e: ReadError| {
+        failed.borrow_mut().get_or_insert(e);
+    };
+    let find = |path: &[u8]| match manifest.find(path) {
+        Ok(found) => found,
+        Err(e) => {
+            fail(e);
+            None
+        }
+    };
     let mut found = Bounded::new(limit);
     // Paths of the manifest below which nothing was checked, with the kind
     // of the finding that explains why (so unchecked manifest entries are
@@ -216,116 +243,163 @@ pub fn check_scope(
             threads,
         },
         control,
-        &mut |ev| match partial_as_unreadable(manifest, ev) {
-            ScanEvent::Partial {
-                entry,
-                cause,
-                reason,
-            } => {
-                if let Some(i) = manifest.find(&entry.path) {
-                    seen[i] = true;
-                    found.insert(partial_finding(&manifest.entries[i], &entry, cause, reason));
-                }
-            }
-            ScanEvent::Entry { entry, mount } => {
-                let entered = mount.as_ref().is_none_or(|m| m.entered);
-                if entry.kind == crate::manifest::FileKind::Dir && entered {
-                    dirs.push(entry.path.clone());
-                }
-                match manifest.find(&entry.path) {
-                    Some(i) => {
-                        seen[i] = true;
-                        let expected = &manifest.entries[i];
-                        let finding = match &mount {
-                            None => compare_live(expected, &entry, false),
-                            // The root of another filesystem, where the
-                            // policy expects one: its type counts, its mode
-                            // and owner are that filesystem's business.
-                            Some(m) if m.expected => compare_live(expected, &entry, true),
-                            Some(m) => Some(mount_finding(expected, &entry, m)),
-                        };
-                        if let Some(f) = finding {
-                            found.insert(f);
-                        }
-                        if !entered {
-                            // What the image had below it was not checked.
-                            blind.insert(entry.path, None);
-                        }
+        &mut |ev| {
+            // A file seen but not read that the manifest lacks is handled
+            // like any unreadable path the manifest lacks (it is there:
+            // `added`, unless it may appear).
+            let ev = match ev {
+                ScanEvent::Partial {
+                    entry,
+                    cause,
+                    reason,
+                } => match find(&entry.path) {
+                    Some(expected) => {
+                        seen.mark(expected.number);
+                        found.insert(partial_finding(&expected, &entry, cause, reason));
+                        return;
                     }
-                    None => match admits(&entry.path, Some(&seen_as(&entry))) {
-                        Admission::Admitted => {}
-                        refused => found.insert(added(&entry.path, Some(refused))),
+                    None => ScanEvent::Unreadable {
+                        path: entry.path,
+                        cause,
+                        reason,
+                        unchecked: Unchecked::Path,
                     },
-                }
-            }
-            ScanEvent::Unreadable {
-                path,
-                cause,
-                reason,
-                unchecked,
-            } => {
-                let kind = match manifest.find(&path) {
-                    Some(i) => {
-                        seen[i] = true;
-                        found.insert(Finding::unreadable(&path, cause, reason));
-                        FindingKind::Unreadable
+                },
+                other => other,
+            };
+            match ev {
+                ScanEvent::Partial { .. } => unreachable!("handled above"),
+                ScanEvent::Entry { entry, mount } => {
+                    let entered = mount.as_ref().is_none_or(|m| m.entered);
+                    if entry.kind == crate::manifest::FileKind::Dir && entered {
+                        dirs.push(entry.path.clone());
                     }
-                    None => {
-                        // Judged as its entry was, if that was reported (a
-                        // directory that could not be listed): the
-                        // finding made then takes the reason.
-                        let reported = match unchecked {
-                            Unchecked::Below(meta) => {
-                                let entry = meta.entry(path.clone(), policy.attrs_for(&path));
-                                Some(admits(&path, Some(&seen_as(&entry))))
+                    match find(&entry.path) {
+                        Some(expected) => {
+                            seen.mark(expected.number);
+                            let expected = &*expected;
+                            let finding = match &mount {
+                                None => compare_live(expected, &entry, false),
+                                // The root of another filesystem, where the
+                                // policy expects one: its type counts, its mode
+                                // and owner are that filesystem's business.
+                                Some(m) if m.expected => compare_live(expected, &entry, true),
+                                Some(m) => Some(mount_finding(expected, &entry, m)),
+                            };
+                            if let Some(f) = finding {
+                                found.insert(f);
                             }
-                            _ => None,
-                        };
-                        match reported {
-                            Some(Admission::Admitted) => {
-                                found.insert(Finding::unreadable(&path, cause, reason));
-                                FindingKind::Unreadable
+                            if !entered {
+                                // What the image had below it was not checked.
+                                blind.insert(entry.path, None);
                             }
-                            Some(_) => {
-                                found.annotate(&path, FindingKind::Added, cause, reason);
-                                FindingKind::Added
-                            }
-                            None => {
-                                // It exists (its directory listed it) and
-                                // the image lacked it: that alone is drift,
-                                // unless an allowance names it (then it was
-                                // not verified: unreadable).
-                                let allowed = admits(&path, None);
-                                if allowed.names() {
+                        }
+                        None => match admits(&entry.path, Some(&seen_as(&entry))) {
+                            Admission::Admitted => {}
+                            refused => found.insert(added(&entry.path, Some(refused))),
+                        },
+                    }
+                }
+                ScanEvent::Unreadable {
+                    path,
+                    cause,
+                    reason,
+                    unchecked,
+                } => {
+                    let kind = match find(&path) {
+                        Some(expected) => {
+                            seen.mark(expected.number);
+                            found.insert(Finding::unreadable(&path, cause, reason));
+                            FindingKind::Unreadable
+                        }
+                        None => {
+                            // Judged as its entry was, if that was reported (a
+                            // directory that could not be listed): the
+                            // finding made then takes the reason.
+                            let reported = match unchecked {
+                                Unchecked::Below(meta) => {
+                                    let entry = meta.entry(path.clone(), policy.attrs_for(&path));
+                                    Some(admits(&path, Some(&seen_as(&entry))))
+                                }
+                                _ => None,
+                            };
+                            match reported {
+                                Some(Admission::Admitted) => {
                                     found.insert(Finding::unreadable(&path, cause, reason));
                                     FindingKind::Unreadable
-                                } else {
-                                    let mut f = added(&path, Some(allowed));
-                                    f.reason = Some(reason);
-                                    f.cause = Some(cause);
-                                    found.insert(f);
+                                }
+                                Some(_) => {
+                                    found.annotate(&path, FindingKind::Added, cause, reason);
                                     FindingKind::Added
+                                }
+                                None => {
+                                    // It exists (its directory listed it) and
+                                    // the image lacked it: that alone is drift,
+                                    // unless an allowance names it (then it was
+                                    // not verified: unreadable).
+                                    let allowed = admits(&path, None);
+                                    if allowed.names() {
+                                        found.insert(Finding::unreadable(&path, cause, reason));
+                                        FindingKind::Unreadable
+                                    } else {
+                                        let mut f = added(&path, Some(allowed));
+                                        f.reason = Some(reason);
+                                        f.cause = Some(cause);
+                                        found.insert(f);
+                                        FindingKind::Added
+                                    }
                                 }
                             }
                         }
+                    };
+                    if unchecked.below() {
+                        match manifest.has_below(&path) {
+                            Ok(true) => {
+                                blind.insert(path, Some(kind));
+                            }
+                            Ok(false) => {}
+                            Err(e) => fail(e),
+                        }
                     }
-                };
-                if unchecked.below() && !scope(manifest, Some(&path)).1.is_empty() {
-                    blind.insert(path, Some(kind));
                 }
             }
         },
     )?;
-    let mut unchecked: HashMap<&[u8], u64> = HashMap::new();
-    let candidates = exact.into_iter().chain(below.clone());
-    for i in candidates.filter(|&i| in_scope(i) && !seen[i]) {
-        let entry = &manifest.entries[i];
-        match blind_ancestor(&blind, &entry.path) {
-            Some(p) => *unchecked.entry(p).or_default() += 1,
-            None => found.insert(Finding::simple(&entry.path, FindingKind::Removed)),
+    if let Some(e) = failed.into_inner() {
+        return Err(CheckError::Manifest(e));
+    }
+    // What the manifest has in scope that the scan never saw: removed, or
+    // not checked below a blind spot. Read in order, block by block,
+    // skipping the blocks whose entries were all seen.
+    let mut unchecked: HashMap<Box<[u8]>, u64> = HashMap::new();
+    let mut missing = |entry: &Entry, found: &mut Bounded| match blind_ancestor(&blind, &entry.path)
+    {
+        Some(p) => *unchecked.entry(p.into()).or_default() += 1,
+        None => found.insert(Finding::simple(&entry.path, FindingKind::Removed)),
+    };
+    if let (Some(n), false) = (exact, seen.exact_seen) {
+        for e in manifest.range(n..n + 1) {
+            let e = e?;
+            missing(&e, &mut found);
         }
     }
+    let mut n = below.start;
+    while n < below.end {
+        // The rest of the block that holds entry `n`, within the scope.
+        let block = manifest.block_range_at(n);
+        let end = block.end.min(below.end);
+        if !seen.all_seen(n..end) {
+            for e in manifest.range(n..end) {
+                let e = e?;
+                if !seen.below_seen(e.number) {
+                    missing(&e, &mut found);
+                }
+            }
+        }
+        n = end;
+    }
     for (path, n) in unchecked {
+        let path = &*path;
         let note = format!(
             "{n} manifest entr{} below not checked",
             if n == 1 { "y" } else { "ies" }

@@ -12,7 +12,7 @@
 
 use crate::check::manifest_policy;
 use crate::manifest::format::ReadError;
-use crate::manifest::{sign, Manifest};
+use crate::manifest::{sign, Manifest, Store};
 use crate::policy::CompiledPolicy;
 use crate::verdict::{ManifestFailure, ManifestId, ManifestProblem};
 use serde::Serialize;
@@ -54,10 +54,16 @@ impl Trust {
 
 /// A manifest that may be used, its compiled policy and how it is trusted.
 pub struct Loaded {
-    pub manifest: Arc<Manifest>,
+    /// Read block by block from the open file (version 2), or whole in
+    /// memory (version 1).
+    pub manifest: Arc<Store>,
     pub policy: Arc<CompiledPolicy>,
     pub trust: Trust,
     pub path: PathBuf,
+    /// The manifest's directories, for the agent's watches: filled by
+    /// [`Loaded::collect_dirs`] (which reads, and so checks, every block),
+    /// empty until then.
+    pub dirs: Vec<Box<[u8]>>,
 }
 
 impl Loaded {
@@ -66,12 +72,33 @@ impl Loaded {
         ManifestId {
             digest: self.manifest.digest_string(),
             image_id: self.manifest.header.image_id.clone(),
-            entries: self.manifest.entries.len() as u64,
+            entries: self.manifest.len(),
         }
     }
 
     pub fn info(&self) -> ManifestInfo {
         ManifestInfo::new(&self.manifest, Some(&self.path), &self.trust)
+    }
+
+    /// Read every block of the manifest once (checking each against the
+    /// signed index) and keep its directories: the agent does this when it
+    /// loads a manifest, off its event loop, so a damaged block makes the
+    /// manifest unusable at once rather than at the first scan.
+    pub fn collect_dirs(&mut self) -> Result<(), LoadError> {
+        let mut dirs = Vec::new();
+        for e in self.manifest.iter() {
+            let e = e.map_err(|e| {
+                LoadError::new(
+                    ManifestProblem::Corrupt,
+                    format!("invalid manifest {}: {e}", self.path.display()),
+                )
+            })?;
+            if e.kind == crate::manifest::FileKind::Dir {
+                dirs.push(e.path.clone());
+            }
+        }
+        self.dirs = dirs;
+        Ok(())
     }
 }
 
@@ -106,7 +133,7 @@ impl From<LoadError> for ManifestFailure {
 pub fn load(path: &Path, rule: Rule<'_>) -> Result<Loaded, LoadError> {
     let manifest = read(path)?;
     let trust = judge(&manifest, path, rule)?;
-    let policy = manifest_policy(&manifest).map_err(|e| {
+    let policy = manifest_policy(&manifest.header).map_err(|e| {
         LoadError::new(
             ManifestProblem::Policy,
             format!("manifest {}: {e}", path.display()),
@@ -117,14 +144,18 @@ pub fn load(path: &Path, rule: Rule<'_>) -> Result<Loaded, LoadError> {
         policy: Arc::new(policy),
         trust,
         path: path.to_path_buf(),
+        dirs: Vec::new(),
     })
 }
 
-/// Read and parse a manifest file, verifying its digest (not its
-/// signature). The file is read as a stream within the budget of its
-/// header (see [`crate::manifest::format::budget`]): a hostile file is
-/// refused after costing bounded memory and time.
-pub fn read(path: &Path) -> Result<Manifest, LoadError> {
+/// Open a manifest file, verifying its digest (not its signature). A
+/// version 2 file in blocks is kept open and read block by block as it is
+/// used (each block checked against the signed index when it is read; the
+/// open descriptor keeps it the same file whatever replaces its path);
+/// anything else (version 1, plain text) is read as a stream within the
+/// budget of its header (see [`crate::manifest::format::budget`]): a
+/// hostile file is refused after costing bounded memory and time.
+pub fn read(path: &Path) -> Result<Store, LoadError> {
     let io_error = |e: std::io::Error| {
         let problem = if e.kind() == std::io::ErrorKind::NotFound {
             ManifestProblem::Missing
@@ -134,17 +165,42 @@ pub fn read(path: &Path) -> Result<Manifest, LoadError> {
         LoadError::new(problem, format!("read manifest {}: {e}", path.display()))
     };
     let file = std::fs::File::open(path).map_err(io_error)?;
-    Manifest::from_reader(file).map_err(|e| match e {
+    let map = |e: ReadError| match e {
         ReadError::Io(e) => io_error(e),
         ReadError::Format(e) => LoadError::new(
             ManifestProblem::Corrupt,
             format!("invalid manifest {}: {e}", path.display()),
         ),
-    })
+    };
+    if file.metadata().map_err(io_error)?.is_dir() {
+        return Err(io_error(std::io::Error::from(
+            std::io::ErrorKind::IsADirectory,
+        )));
+    }
+    if Store::is_blocks(&file).map_err(io_error)? {
+        return Store::open(Box::new(file)).map_err(map);
+    }
+    Manifest::from_reader(file)
+        .map(Store::from_manifest)
+        .map_err(map)
+}
+
+/// A manifest file's blocks are read through its open descriptor.
+impl crate::manifest::store::ReadAt for std::fs::File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
 }
 
 /// Judge a manifest's signature by `rule`.
-pub fn judge(manifest: &Manifest, path: &Path, rule: Rule<'_>) -> Result<Trust, LoadError> {
+pub fn judge(
+    manifest: &impl sign::Signed,
+    path: &Path,
+    rule: Rule<'_>,
+) -> Result<Trust, LoadError> {
     let sig_err = |m: String| LoadError::new(ManifestProblem::Signature, m);
     let (keys, allow_unsigned) = match rule {
         Rule::Review { keys: [] } => return Ok(Trust::Unchecked),
@@ -154,7 +210,7 @@ pub fn judge(manifest: &Manifest, path: &Path, rule: Rule<'_>) -> Result<Trust, 
             allow_unsigned,
         } => (keys, allow_unsigned),
     };
-    match &manifest.signature {
+    match manifest.signature() {
         None if allow_unsigned => return Ok(Trust::Unsigned),
         None if keys.is_empty() => {
             return Err(sig_err(format!(
@@ -204,14 +260,14 @@ pub struct ManifestInfo {
 }
 
 impl ManifestInfo {
-    pub fn new(m: &Manifest, path: Option<&Path>, trust: &Trust) -> ManifestInfo {
+    pub fn new(m: &Store, path: Option<&Path>, trust: &Trust) -> ManifestInfo {
         ManifestInfo {
             path: path.map(|p| p.display().to_string()),
             format_version: m.header.format_version,
             driftd_version: m.header.driftd_version.clone(),
             image_id: m.header.image_id.clone(),
             digest: m.digest_string(),
-            entries: m.entries.len(),
+            entries: m.len() as usize,
             signed: m.signature.is_some(),
             key_id: m.signature.as_ref().map(|s| s.key_id.clone()),
             signature_verified: matches!(trust, Trust::Verified(_)),

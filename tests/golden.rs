@@ -196,9 +196,13 @@ fn golden_tree_bakes_to_the_committed_manifest() {
     }
     let (tmp, root) = build_tree();
     let baked = bake(&root, &tmp.path().join("tree.manifest"), None);
-    let text = format::decompress(&baked)
-        .expect("the bake output decompresses")
-        .into_owned();
+    // What `zstd -dc` prints: every frame inflated, skippable ones passed.
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut zstd::stream::read::Decoder::new(baked.as_slice()).expect("zstd"),
+        &mut text,
+    )
+    .expect("the bake output decompresses");
     let golden_path = fixtures().join("tree.manifest.txt");
     if std::env::var_os("DRIFTD_BLESS").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(fixtures()).expect("mkdir fixtures");
@@ -489,4 +493,55 @@ fn handwritten_manifest_parses_field_by_field() {
         first_difference(&bytes, &text)
     );
     assert_eq!(built, m);
+}
+
+/// Manifests of format version 1 (what driftd baked before format 2) stay
+/// readable: the golden tree's version 1 manifest, committed as it was
+/// baked then, reads back with the same entries as today's bake (in
+/// component order), keeps its own digest, and `driftd check` of the same
+/// tree against it is clean, the version shown as 1.
+#[test]
+fn a_version_1_manifest_is_still_read_and_checks_the_same() {
+    if common::skip_unless_root("owning the golden tree as 0:0") {
+        return;
+    }
+    let v1_path = fixtures().join("tree.v1.manifest.txt");
+    let v1_bytes = std::fs::read(&v1_path).expect("read the version 1 fixture");
+    assert!(v1_bytes.starts_with(b"driftd-manifest 1\n"));
+    let v1 = Manifest::from_bytes(&v1_bytes).expect("version 1 parses");
+    assert_eq!(v1.header.format_version, 1);
+    let (tmp, root) = build_tree();
+    let baked = bake(&root, &tmp.path().join("tree.manifest"), None);
+    let v2 = Manifest::from_bytes(&baked).expect("the bake output parses");
+    assert_eq!(v2.header.format_version, 2);
+    assert_eq!(v1.entries, v2.entries, "the same tree, the same entries");
+    assert_ne!(v1.digest, v2.digest, "another text, another digest");
+    // Compressed as version 1 was written (one zstd frame), too.
+    let v1_file = tmp.path().join("v1.manifest");
+    std::fs::write(&v1_file, zstd::bulk::compress(&v1_bytes, 9).unwrap()).unwrap();
+    for file in [&v1_path, &v1_file] {
+        let out = Command::new(env!("CARGO_BIN_EXE_driftd"))
+            .args([
+                "check",
+                "--allow-unsigned",
+                "--format",
+                "json",
+                "--manifest",
+            ])
+            .arg(file)
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .expect("run driftd check");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "check output: {e}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(out.status.code(), Some(0), "{doc:#}");
+        assert_eq!(doc["verdict"], "clean", "{doc:#}");
+        assert_eq!(doc["manifest"]["format_version"], 1, "{doc:#}");
+        assert_eq!(doc["manifest"]["digest"], v1.digest_string().as_str());
+    }
 }

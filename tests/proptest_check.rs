@@ -26,7 +26,7 @@ mod common;
 
 use driftd::check::{check_scope, check_tree, manifest_policy};
 use driftd::manifest::diff::{diff_manifests, Finding, FindingKind, Verdict};
-use driftd::manifest::{Entry, FileKind, Header, Manifest, FORMAT_VERSION};
+use driftd::manifest::{Entry, FileKind, Header, Manifest, Store, FORMAT_VERSION};
 use driftd::policy::{CompiledPolicy, Policy};
 use driftd::scan::{scan_collect, ScanControl, ScanOptions};
 use proptest::collection::vec;
@@ -711,7 +711,10 @@ fn expected(before: &Model, after: &Model) -> BTreeSet<Key> {
 /// much as on the scanner: it pins down failures to one side).
 fn assert_scan_matches(model: &Model, entries: &[Entry], when: &str) {
     let scanned: Vec<String> = entries.iter().map(|e| show(&e.path)).collect();
-    let modelled: Vec<String> = model.keys().map(|p| show(p)).collect();
+    // The manifest is in component order, the model in byte order.
+    let mut keys: Vec<&Vec<u8>> = model.keys().collect();
+    keys.sort_by(|a, b| driftd::manifest::paths::cmp_components(a, b));
+    let modelled: Vec<String> = keys.into_iter().map(|p| show(p)).collect();
     assert_eq!(scanned, modelled, "{when}: scanned paths differ from model");
     for e in entries {
         let n = &model[&*e.path];
@@ -808,8 +811,22 @@ fn run_case(tree: &[Create], ops: &[Op]) {
         "the model's diff disagrees with the model"
     );
 
-    let one = check_tree(&manifest, root, 1).unwrap();
-    let four = check_tree(&manifest, root, 4).unwrap();
+    // The check reads the manifest as the agent does: block by block from
+    // its on-disk form (format 2), checked against the in-memory reading
+    // and against a version 1 file of the same entries below.
+    let bytes = manifest.to_bytes().unwrap();
+    let blocks = Store::open(Box::new(bytes)).unwrap();
+    assert!(blocks.in_blocks());
+    let memory = Store::from_manifest(manifest.clone());
+    let one = check_tree(&blocks, root, 1).unwrap();
+    let four = check_tree(&memory, root, 4).unwrap();
+    let mut v1_header = manifest.header.clone();
+    v1_header.format_version = 1;
+    let v1 = Manifest::new(v1_header, manifest.entries.clone());
+    let v1 = Store::from_manifest(Manifest::from_bytes(&v1.to_bytes().unwrap()).unwrap());
+    let old = check_tree(&v1, root, 2).unwrap();
+    assert_eq!(one.found, old.found, "format 2 vs format 1: findings");
+    assert_eq!(one.verdict, old.verdict, "format 2 vs format 1: verdict");
     let all = one.found.clone().into_vec();
     assert_eq!(keys(&all), want, "check_tree findings (1 thread)");
     assert_eq!(
@@ -833,13 +850,13 @@ fn run_case(tree: &[Create], ops: &[Op]) {
     // The root spelled with a trailing slash is the same root.
     let mut slashed = root.as_os_str().to_owned();
     slashed.push("/");
-    let slash = check_tree(&manifest, Path::new(&slashed), 2).unwrap();
+    let slash = check_tree(&blocks, Path::new(&slashed), 2).unwrap();
     assert_eq!(one.found, slash.found, "root with a trailing slash");
 
     // Holding at most two findings changes nothing but the list: the
     // counts and the verdict are the same, the list is its first two.
-    let policy = manifest_policy(&manifest).unwrap();
-    let small = check_scope(&manifest, &policy, root, 2, &ScanControl::default(), 2).unwrap();
+    let policy = manifest_policy(&manifest.header).unwrap();
+    let small = check_scope(&blocks, &policy, root, 2, &ScanControl::default(), 2).unwrap();
     assert_eq!(small.counts, one.counts, "bounded: counts");
     assert_eq!(small.verdict, one.verdict, "bounded: verdict");
     assert_eq!(small.found.total(), one.found.total(), "bounded: total");
@@ -854,7 +871,13 @@ fn run_case(tree: &[Create], ops: &[Op]) {
 
     // `diff` between the two manifests reports drift the same way.
     assert_eq!(
-        keys(&diff_manifests(&manifest, &after_manifest)),
+        keys(
+            &diff_manifests(
+                &blocks,
+                &Store::open(Box::new(after_manifest.to_bytes().unwrap())).unwrap()
+            )
+            .unwrap()
+        ),
         want,
         "diff_manifests"
     );

@@ -4,9 +4,9 @@ use super::progress::{Goal, Shown};
 use super::{CliError, Color, Status};
 use crate::config::{self, Config};
 use crate::manifest::escape::escape;
-use crate::manifest::{sign, Header, Manifest, FORMAT_VERSION};
+use crate::manifest::{sign, v2, Header, FORMAT_VERSION};
 use crate::policy::CompiledPolicy;
-use crate::scan::{self, ScanControl, ScanOptions};
+use crate::scan::{self, ScanControl, ScanEvent, ScanOptions};
 use clap::Args;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -90,68 +90,136 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
     // Progress on a terminal's stderr (NO_COLOR honoured), cleared before
     // anything else is printed.
     let shown = Shown::start("baking", || Goal::Open, Color::Auto, true);
+    // Entries are written as the walk produces them, in component order
+    // (an ordered scan): memory is a block and the scan's window, whatever
+    // the size of the tree.
     let control = ScanControl {
         progress: shown.handle(),
+        ordered: true,
         ..ScanControl::default()
     };
-    let scan::Collected {
-        entries,
-        unreadable,
-        stats,
-    } = scan::scan_collect_with(
-        &ScanOptions {
-            root: &root,
-            policy: &policy,
-            threads: a.threads.unwrap_or(cfg.scan.threads),
-        },
-        &control,
-    )
-    .map_err(|e| CliError(e.to_string()))?;
-    shown.finish();
-    if !unreadable.is_empty() {
-        let mut msg = format!(
-            "bake {}: {} path(s) could not be read; no manifest written:",
-            super::shown(&root),
-            unreadable.len()
-        );
-        for (path, reason) in unreadable.iter().take(20) {
-            msg.push_str(&format!("\n  {}: {reason}", escape(path)));
-        }
-        if unreadable.len() > 20 {
-            msg.push_str(&format!("\n  ... and {} more", unreadable.len() - 20));
-        }
-        return Err(CliError(msg));
-    }
     let header = Header {
         format_version: FORMAT_VERSION,
         driftd_version: env!("CARGO_PKG_VERSION").to_string(),
         image_id: a.image_id.clone(),
         policy: cfg.policy,
     };
-    let mut manifest = Manifest::new(header, entries);
-    if let Some(key) = &key {
-        sign::sign(&mut manifest, key);
-    }
-    let bytes = manifest
-        .to_bytes()
-        .map_err(|e| CliError(format!("compress manifest: {e}")))?;
-    super::write_atomic(&a.output, &bytes, 0o644)?;
+    let opts = ScanOptions {
+        root: &root,
+        policy: &policy,
+        threads: a.threads.unwrap_or(cfg.scan.threads),
+    };
+    let mut failure: Option<CliError> = None;
+    let written = crate::fsutil::write_atomic_stream(&a.output, 0o644, |file| {
+        match bake_into(file, &header, &opts, &control, key.as_ref(), &root) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                failure = Some(e);
+                Err(std::io::Error::other("bake failed"))
+            }
+        }
+    });
+    shown.finish();
+    let (done, stats) = match (written, failure) {
+        (_, Some(e)) => return Err(e),
+        (Err(e), None) => return Err(CliError::io("write", &a.output, e)),
+        (Ok(v), None) => v,
+    };
     eprintln!(
-        "baked {} entries ({} files, {} bytes hashed) from {} in {:.2}s into {} ({} bytes), digest {}{}",
-        manifest.entries.len(),
+        "baked {} entries ({} files, {} bytes hashed) from {} in {:.2}s into {} ({} bytes), digest blake3:{}{}",
+        done.entries,
         stats.files_hashed,
         stats.bytes_hashed,
         super::shown(&root),
         started.elapsed().as_secs_f64(),
         super::shown(&a.output),
-        bytes.len(),
-        manifest.digest_string(),
-        match &manifest.signature {
+        done.bytes,
+        crate::manifest::escape::to_hex(&done.digest),
+        match &done.signature {
             Some(s) => format!(", signed by key {}", s.key_id),
             None => ", unsigned".into(),
         }
     );
     Ok(0)
+}
+
+/// How many unreadable paths a failed bake names (all are counted).
+const SHOWN_UNREADABLE: usize = 20;
+
+/// Walk the tree and write the manifest into `file` as the walk goes.
+fn bake_into(
+    file: &mut std::fs::File,
+    header: &Header,
+    opts: &ScanOptions<'_>,
+    control: &ScanControl,
+    key: Option<&ed25519_dalek::SigningKey>,
+    root: &Path,
+) -> Result<(v2::Finished<()>, scan::ScanStats), CliError> {
+    let out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut writer = v2::Writer::new(out, header).map_err(|e| CliError(format!("bake: {e}")))?;
+    let mut error: Option<v2::WriteError> = None;
+    let mut unreadable: Vec<(Box<[u8]>, String)> = Vec::new();
+    let mut unreadable_count = 0usize;
+    let mut bad = |path: Box<[u8]>, reason: String| {
+        unreadable_count += 1;
+        if unreadable.len() < SHOWN_UNREADABLE {
+            unreadable.push((path, reason));
+        }
+    };
+    let stats = scan::scan_with(opts, control, &mut |ev| match ev {
+        ScanEvent::Entry { entry, .. } => {
+            if error.is_none() {
+                if let Err(e) = writer.push(&entry) {
+                    error = Some(e);
+                }
+            }
+        }
+        ScanEvent::Partial { entry, reason, .. } => bad(entry.path, reason),
+        ScanEvent::Unreadable { path, reason, .. } => bad(path, reason),
+    })
+    .map_err(|e| CliError(e.to_string()))?;
+    if unreadable_count > 0 {
+        let mut msg = format!(
+            "bake {}: {unreadable_count} path(s) could not be read; no manifest written:",
+            super::shown(root),
+        );
+        unreadable.sort();
+        for (path, reason) in &unreadable {
+            msg.push_str(&format!("\n  {}: {reason}", escape(path)));
+        }
+        if unreadable_count > unreadable.len() {
+            msg.push_str(&format!(
+                "\n  ... and {} more",
+                unreadable_count - unreadable.len()
+            ));
+        }
+        return Err(CliError(msg));
+    }
+    if let Some(e) = error {
+        return Err(CliError(format!("bake {}: {e}", super::shown(root))));
+    }
+    let done = writer
+        .finish(|digest| key.map(|k| sign::sign_digest(digest, k)))
+        .map_err(|e| CliError(format!("bake: write the manifest: {e}")))?;
+    let v2::Finished {
+        out,
+        digest,
+        signature,
+        entries,
+        bytes,
+    } = done;
+    out.into_inner()
+        .map_err(|e| CliError(format!("bake: write the manifest: {}", e.error())))?;
+    Ok((
+        v2::Finished {
+            out: (),
+            digest,
+            signature,
+            entries,
+            bytes,
+        },
+        stats,
+    ))
 }
 
 /// If `output` will be written inside `root`, its path inside the root.

@@ -3,7 +3,7 @@
 use super::progress::{self, Shown};
 use super::report;
 use super::{CliError, Color, Format, Status};
-use crate::check::check_scope;
+use crate::check::{check_scope, CheckError};
 use crate::scan::ScanControl;
 use clap::Args;
 use std::path::PathBuf;
@@ -51,6 +51,8 @@ pub fn run(a: CheckArgs) -> Result<Status, CliError> {
     );
     let control = ScanControl {
         progress: shown.handle(),
+        // In the walk's order each block of the manifest is read once.
+        ordered: true,
         ..ScanControl::default()
     };
     let report = check_scope(
@@ -61,7 +63,13 @@ pub fn run(a: CheckArgs) -> Result<Status, CliError> {
         &control,
         usize::MAX,
     )
-    .map_err(|e| CliError(e.to_string()))?;
+    .map_err(|e| match e {
+        // A block that fails its check against the signed index.
+        CheckError::Manifest(e) => {
+            CliError(format!("invalid manifest {}: {e}", a.manifest.display()))
+        }
+        e => CliError(e.to_string()),
+    })?;
     shown.finish();
     let info = loaded.info();
     let elapsed = started.elapsed();

@@ -31,7 +31,7 @@ pub struct DiffArgs {
 pub fn run(a: DiffArgs) -> Result<Status, CliError> {
     let (old, old_trust) = super::load_for_review(&a.old, &a.trusted_key)?;
     let (new, new_trust) = super::load_for_review(&a.new, &a.trusted_key)?;
-    let findings = diff_manifests(&old, &new);
+    let findings = diff_manifests(&old, &new).map_err(|e| CliError(format!("diff: {e}")))?;
     let old_info = ManifestInfo::new(&old, Some(&a.old), &old_trust);
     let new_info = ManifestInfo::new(&new, Some(&a.new), &new_trust);
     let policy_changed = old.header.policy != new.header.policy;

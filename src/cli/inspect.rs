@@ -2,7 +2,7 @@
 
 use super::{CliError, Format, Status};
 use crate::manifest::escape::escape;
-use crate::manifest::format;
+use crate::manifest::{format, v2};
 use crate::trust::ManifestInfo;
 use clap::Args;
 use serde::Serialize;
@@ -33,7 +33,18 @@ pub fn run(a: InspectArgs) -> Result<Status, CliError> {
     let (manifest, trust) = super::load_for_review(&a.manifest, &a.trusted_key)?;
     let mut out = std::io::stdout().lock();
     if a.entries {
-        let _ = out.write_all(&format::encode_text(&manifest));
+        let written = if manifest.header.format_version == 1 {
+            manifest
+                .to_manifest()
+                .map_err(|e| CliError(format!("read manifest {}: {e}", a.manifest.display())))
+                .map(|m| out.write_all(&format::encode_text(&m)).ok())
+        } else {
+            v2::write_text(&manifest, &mut out)
+                .map_err(|e| CliError(format!("read manifest {}: {e}", a.manifest.display())))
+                .map(|_| ())
+                .map(Some)
+        };
+        written?;
         return Ok(0);
     }
     let info = ManifestInfo::new(&manifest, Some(&a.manifest), &trust);

@@ -173,7 +173,7 @@ pub fn load_for_verdict(
 pub fn load_for_review(
     path: &Path,
     trusted_keys: &[PathBuf],
-) -> Result<(crate::manifest::Manifest, crate::trust::Trust), CliError> {
+) -> Result<(crate::manifest::Store, crate::trust::Trust), CliError> {
     let m = crate::trust::read(path).map_err(|e| CliError(e.message))?;
     let trust = crate::trust::judge(&m, path, crate::trust::Rule::Review { keys: trusted_keys })
         .map_err(|e| CliError(e.message))?;

@@ -7,7 +7,7 @@
 //! is byte for byte what it was.
 
 use super::Color;
-use crate::manifest::Manifest;
+use crate::manifest::Store;
 use crate::scan::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
@@ -30,15 +30,18 @@ pub enum Goal {
 
 /// The goal of a check against `manifest`: its entry count and the recorded
 /// sizes of the files it has a content hash for (the files the scan reads).
-/// One pass over the entries, done only when progress is shown.
-pub fn goal_of(manifest: &Manifest) -> Goal {
-    let bytes = manifest
-        .entries
-        .iter()
-        .filter(|e| e.hash.is_some())
-        .fold(0u64, |n, e| n.saturating_add(e.size.unwrap_or(0)));
+/// One pass over the entries (block by block), done only when progress is
+/// shown; a manifest that cannot be read through shows a spinner.
+pub fn goal_of(manifest: &Store) -> Goal {
+    let mut bytes = 0u64;
+    for e in manifest.iter() {
+        let Ok(e) = e else { return Goal::Open };
+        if e.hash.is_some() {
+            bytes = bytes.saturating_add(e.size.unwrap_or(0));
+        }
+    }
     Goal::Known {
-        entries: manifest.entries.len() as u64,
+        entries: manifest.len(),
         bytes,
     }
 }

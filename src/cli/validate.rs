@@ -149,7 +149,8 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         keys: &ag.trusted_keys,
         allow_unsigned: ag.allow_unsigned,
     };
-    match crate::trust::load(&ag.manifest, rule) {
+    // Every block read and checked, as the agent does when it loads it.
+    match crate::trust::load(&ag.manifest, rule).and_then(|mut l| l.collect_dirs().map(|()| l)) {
         Ok(l) => {
             let m = &l.manifest;
             let trust = match l.trust.key_id() {
@@ -166,7 +167,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
                     } else {
                         crate::manifest::escape::escape(m.header.image_id.as_bytes())
                     },
-                    m.entries.len()
+                    m.len()
                 ),
             );
         }

@@ -92,7 +92,8 @@ impl Jobs {
                     keys: &keys,
                     allow_unsigned,
                 },
-            );
+            )
+            .and_then(|mut l| l.collect_dirs().map(|()| l));
             let _ = tx.send(JobResult::Loaded {
                 kind,
                 state: Box::new(state),
@@ -107,7 +108,9 @@ impl Jobs {
         self.cancels.insert(id, cancel.clone());
         let control = ScanControl {
             start: None,
-            ordered: false,
+            // The manifest is read block by block as the walk goes: in
+            // the walk's order each block is read once.
+            ordered: true,
             cancel: Some(cancel),
             pacer: self.pacer.clone(),
             progress: None,

@@ -115,7 +115,7 @@ impl Agent {
                 let ok = self.watcher.start(metrics);
                 if ok {
                     if let Some(l) = &self.current {
-                        self.watcher.watch_manifest(&l.manifest, metrics);
+                        self.watcher.watch_manifest(l, metrics);
                     }
                     info!("the filesystem watcher is back");
                 }
@@ -172,7 +172,7 @@ impl Agent {
                     if self.watch_enabled && before != Some(l.manifest.digest) {
                         let metrics = &self.publisher.shared.metrics;
                         if self.watcher.start(metrics) {
-                            self.watcher.watch_manifest(&l.manifest, metrics);
+                            self.watcher.watch_manifest(l, metrics);
                         } else {
                             lost = true;
                         }

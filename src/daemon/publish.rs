@@ -67,7 +67,7 @@ impl Publisher {
                     .set(1);
             }
             m.manifest_entries
-                .set(manifest.map_or(0, |l| l.manifest.entries.len() as i64));
+                .set(manifest.map_or(0, |l| l.manifest.len() as i64));
             self.info_digest = digest;
         }
     }

@@ -86,7 +86,7 @@ pub fn loaded(l: &trust::Loaded) {
         manifest = %l.path.display(),
         image_id = %escape(m.header.image_id.as_bytes()),
         digest = %m.digest_string(),
-        entries = m.entries.len(),
+        entries = m.len(),
         key_id = l.trust.key_id().unwrap_or("(unsigned manifest, NOT verified: allow_unsigned)"),
         "manifest loaded"
     );

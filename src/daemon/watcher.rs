@@ -2,7 +2,6 @@
 //! of the manifest, re-created when it is lost, with its counters kept in
 //! the metrics.
 
-use crate::manifest::{FileKind, Manifest};
 use crate::telemetry::Metrics;
 use crate::watch::{Watch, WatchCounters, WatchMsg};
 use std::path::PathBuf;
@@ -65,15 +64,9 @@ impl Watcher {
         }
     }
 
-    /// Watch every directory of the manifest.
-    pub fn watch_manifest(&mut self, manifest: &Manifest, metrics: &Metrics) -> Added {
-        let dirs: Vec<&Box<[u8]>> = manifest
-            .entries
-            .iter()
-            .filter(|e| e.kind == FileKind::Dir)
-            .map(|e| &e.path)
-            .collect();
-        self.watch_dirs(dirs.into_iter(), metrics)
+    /// Watch every directory of the manifest (collected when it was loaded).
+    pub fn watch_manifest(&mut self, loaded: &crate::trust::Loaded, metrics: &Metrics) -> Added {
+        self.watch_dirs(loaded.dirs.iter(), metrics)
     }
 
     /// Make sure these directories are watched (a no-op for those that

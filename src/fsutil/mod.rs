@@ -71,12 +71,52 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], opts: WriteOptions) -> std::
 /// bits, so only someone who can read our names could make two collide.
 const NAME_TRIES: usize = 16;
 
+/// Atomically replace `path` with what `fill` writes into the new file
+/// (the same steps as [`write_atomic`]; `fill` is called once, with the
+/// file open for writing and its mode already set). For a file too big to
+/// hold in memory first: a manifest written as the walk goes. Whatever
+/// `fill` fails with, nothing is left behind and `path` is untouched.
+pub fn write_atomic_stream<T>(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let mut fill = Some(fill);
+    let mut out = None;
+    write_with(
+        path,
+        WriteOptions {
+            mode,
+            owner_of_dir: false,
+        },
+        true,
+        &mut |f| {
+            let fill = fill.take().expect("called once");
+            out = Some(fill(f)?);
+            Ok(())
+        },
+    )?;
+    Ok(out.expect("filled"))
+}
+
 /// The writer; `tmpfile` false forces the named fallback (tests).
 pub(crate) fn write_by(
     path: &Path,
     bytes: &[u8],
     opts: WriteOptions,
     tmpfile: bool,
+) -> std::io::Result<Method> {
+    write_with(path, opts, tmpfile, &mut |f| f.write_all(bytes))
+}
+
+/// What a new file's content is written by (called once).
+type Fill<'a> = dyn FnMut(&mut std::fs::File) -> std::io::Result<()> + 'a;
+
+fn write_with(
+    path: &Path,
+    opts: WriteOptions,
+    tmpfile: bool,
+    fill: &mut Fill<'_>,
 ) -> std::io::Result<Method> {
     let name = path
         .file_name()
@@ -109,7 +149,7 @@ pub(crate) fn write_by(
     } else {
         None
     };
-    let prepare = |fd: &OwnedFd| -> std::io::Result<()> {
+    let mut prepare = |fd: &OwnedFd| -> std::io::Result<()> {
         if let Some((uid, gid)) = owner {
             // Before the mode: chown may clear set-id bits.
             rustix::fs::fchown(
@@ -120,17 +160,17 @@ pub(crate) fn write_by(
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(opts.mode & 0o7777))?;
         let mut f = std::fs::File::from(fd.try_clone()?);
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()
     };
     let linked = if tmpfile {
-        tmpfile_link(&dir, name.as_bytes(), &prepare)?
+        tmpfile_link(&dir, name.as_bytes(), &mut prepare)?
     } else {
-        None
+        Linked::Unsupported
     };
     let (tmp, method) = match linked {
-        Some(tmp) => (tmp, Method::TmpFile),
-        None => (named(&dir, name.as_bytes(), &prepare)?, Method::Named),
+        Linked::Done(tmp) => (tmp, Method::TmpFile),
+        Linked::Unsupported => (named(&dir, name.as_bytes(), &mut prepare)?, Method::Named),
     };
     // From here the temporary name exists: remove it on any failure.
     let mut guard = Remove {
@@ -172,13 +212,21 @@ fn random_name(target: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(n)
 }
 
-/// Write an anonymous file and link it under a random name; `None` when
-/// the filesystem (or `/proc`) does not allow it, and nothing was created.
+/// What [`tmpfile_link`] did.
+enum Linked {
+    /// Written and linked under this name.
+    Done(Vec<u8>),
+    /// The filesystem (or a missing `/proc`) does not allow it; nothing
+    /// was written or created.
+    Unsupported,
+}
+
+/// Write an anonymous file and link it under a random name.
 fn tmpfile_link(
     dir: &OwnedFd,
     target: &[u8],
-    prepare: &dyn Fn(&OwnedFd) -> std::io::Result<()>,
-) -> std::io::Result<Option<Vec<u8>>> {
+    prepare: &mut dyn FnMut(&OwnedFd) -> std::io::Result<()>,
+) -> std::io::Result<Linked> {
     let fd = match rustix::fs::openat(
         dir,
         ".",
@@ -187,12 +235,17 @@ fn tmpfile_link(
     ) {
         Ok(fd) => fd,
         // No O_TMPFILE here (EISDIR: a kernel that predates it).
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => return Ok(None),
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => return Ok(Linked::Unsupported),
         Err(e) => return Err(e.into()),
     };
+    let proc = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    // No /proc (a chroot): the named way, decided before anything is
+    // written (the content is written once).
+    if rustix::fs::statat(CWD, proc.as_str(), AtFlags::empty()).is_err() {
+        return Ok(Linked::Unsupported);
+    }
     // Unnamed until linked: a failure here leaves nothing behind.
     prepare(&fd)?;
-    let proc = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
     for _ in 0..NAME_TRIES {
         let tmp = random_name(target)?;
         match rustix::fs::linkat(
@@ -202,10 +255,8 @@ fn tmpfile_link(
             tmp.as_slice(),
             AtFlags::SYMLINK_FOLLOW,
         ) {
-            Ok(()) => return Ok(Some(tmp)),
+            Ok(()) => return Ok(Linked::Done(tmp)),
             Err(Errno::EXIST) => continue,
-            // No /proc (a chroot): the named way, from the start.
-            Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
@@ -216,7 +267,7 @@ fn tmpfile_link(
 fn named(
     dir: &OwnedFd,
     target: &[u8],
-    prepare: &dyn Fn(&OwnedFd) -> std::io::Result<()>,
+    prepare: &mut dyn FnMut(&OwnedFd) -> std::io::Result<()>,
 ) -> std::io::Result<Vec<u8>> {
     for _ in 0..NAME_TRIES {
         let tmp = random_name(target)?;

@@ -4,9 +4,12 @@
 //! (manifest against manifest), so both report drift the same way.
 
 use super::entry::Entry;
-use super::Manifest;
+use super::format::ReadError;
+use super::paths::cmp_components;
+use super::Store;
 use crate::policy::Attr;
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 
 /// What happened to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -357,34 +360,42 @@ impl Counts {
     }
 }
 
-/// What changed from one manifest to another (both sorted by path).
-/// Attributes recorded in only one of them (a policy change) count as
-/// changes too: the reviewer should see them.
-pub fn diff_manifests(old: &Manifest, new: &Manifest) -> Vec<Finding> {
-    let (a, b) = (&old.entries, &new.entries);
-    let (mut i, mut j) = (0, 0);
+/// What changed from one manifest to another: a merge of the two in
+/// component order, one block of each in memory at a time. Attributes
+/// recorded in only one of them (a policy change) count as changes too:
+/// the reviewer should see them.
+pub fn diff_manifests(old: &Store, new: &Store) -> Result<Vec<Finding>, ReadError> {
+    let (mut a, mut b) = (old.iter(), new.iter());
+    let (mut x, mut y) = (a.next().transpose()?, b.next().transpose()?);
     let mut out = Vec::new();
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x.path == y.path => {
-                out.extend(compare(x, y, false));
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x.path < y.path => {
-                out.push(Finding::simple(&x.path, FindingKind::Removed));
-                i += 1;
-            }
-            (Some(x), None) => {
-                out.push(Finding::simple(&x.path, FindingKind::Removed));
-                i += 1;
-            }
-            (_, Some(y)) => {
-                out.push(Finding::simple(&y.path, FindingKind::Added));
-                j += 1;
-            }
+    loop {
+        let order = match (&x, &y) {
             (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => cmp_components(&x.path, &y.path),
+        };
+        match order {
+            Ordering::Equal => {
+                if let (Some(x), Some(y)) = (&x, &y) {
+                    out.extend(compare(x, y, false));
+                }
+                x = a.next().transpose()?;
+                y = b.next().transpose()?;
+            }
+            Ordering::Less => {
+                if let Some(x) = &x {
+                    out.push(Finding::simple(&x.path, FindingKind::Removed));
+                }
+                x = a.next().transpose()?;
+            }
+            Ordering::Greater => {
+                if let Some(y) = &y {
+                    out.push(Finding::simple(&y.path, FindingKind::Added));
+                }
+                y = b.next().transpose()?;
+            }
         }
     }
-    out
+    Ok(out)
 }

@@ -71,17 +71,38 @@ pub fn parse_public(text: &str) -> Result<VerifyingKey, SignError> {
 
 /// Sign the manifest in place.
 pub fn sign(manifest: &mut Manifest, key: &SigningKey) {
-    let sig = key.sign(&message(&manifest.digest));
-    manifest.signature = Some(ManifestSignature {
+    manifest.signature = Some(sign_digest(&manifest.digest, key));
+}
+
+/// The signature over a manifest digest (a bake that streams signs the
+/// digest it computed at the end).
+pub fn sign_digest(digest: &[u8; 32], key: &SigningKey) -> ManifestSignature {
+    ManifestSignature {
         key_id: key_id(&key.verifying_key()),
-        signature: sig.to_bytes(),
-    });
+        signature: key.sign(&message(digest)).to_bytes(),
+    }
+}
+
+/// What carries a digest and perhaps a signature over it: a manifest in
+/// memory or one read block by block.
+pub trait Signed {
+    fn digest(&self) -> &[u8; 32];
+    fn signature(&self) -> Option<&ManifestSignature>;
+}
+
+impl Signed for Manifest {
+    fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+    fn signature(&self) -> Option<&ManifestSignature> {
+        self.signature.as_ref()
+    }
 }
 
 /// Verify the signature against the trusted keys; returns the key id used.
 /// Fails closed: unsigned, unknown key and bad signature are all errors.
-pub fn verify(manifest: &Manifest, trusted: &[VerifyingKey]) -> Result<String, SignError> {
-    let sig = manifest.signature.as_ref().ok_or(SignError::Unsigned)?;
+pub fn verify(manifest: &impl Signed, trusted: &[VerifyingKey]) -> Result<String, SignError> {
+    let sig = manifest.signature().ok_or(SignError::Unsigned)?;
     let key = trusted
         .iter()
         .find(|k| key_id(k) == sig.key_id)
@@ -92,7 +113,7 @@ pub fn verify(manifest: &Manifest, trusted: &[VerifyingKey]) -> Result<String, S
             )
         })?;
     let signature = ed25519_dalek::Signature::from_bytes(&sig.signature);
-    key.verify_strict(&message(&manifest.digest), &signature)
+    key.verify_strict(&message(manifest.digest()), &signature)
         .map_err(|_| SignError::BadSignature(sig.key_id.clone()))?;
     Ok(sig.key_id.clone())
 }

@@ -66,6 +66,8 @@ mod meta;
 mod mounts;
 mod order;
 #[cfg(test)]
+mod order_scan_tests;
+#[cfg(test)]
 mod order_tests;
 mod pacer;
 #[cfg(test)]
@@ -416,7 +418,7 @@ pub fn scan_collect_with(
         ScanEvent::Partial { entry, reason, .. } => bad.push((entry.path, reason)),
         ScanEvent::Unreadable { path, reason, .. } => bad.push((path, reason)),
     })?;
-    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    entries.sort_unstable_by(|a, b| crate::manifest::paths::cmp_components(&a.path, &b.path));
     bad.sort();
     Ok(Collected {
         entries,

@@ -84,7 +84,7 @@ fn alloc(len: usize) -> usize {
 }
 
 /// The heap an entry holds beyond its slot in the entry array.
-pub(super) fn entry_heap(e: &Entry) -> usize {
+pub(crate) fn entry_heap(e: &Entry) -> usize {
     let xattrs = e.xattrs.as_ref().map_or(0, |x| {
         alloc(std::mem::size_of_val(x.as_slice()))
             + x.iter()
@@ -101,11 +101,12 @@ pub(super) fn entry_heap(e: &Entry) -> usize {
 /// within [`MAX_HEADER`] bytes.
 fn header_end(prefix: &[u8]) -> Option<usize> {
     let window = &prefix[..prefix.len().min(MAX_HEADER)];
+    let first = window.split(|&b| b == b'\n').next().unwrap_or_default();
     window
         .iter()
         .enumerate()
         .filter(|(_, &b)| b == b'\n')
-        .nth(parse::HEADER_LINES - 1)
+        .nth(parse::header_lines(first) - 1)
         .map(|(i, _)| i + 1)
 }
 
@@ -124,11 +125,25 @@ enum Judged {
 /// refused for its header.
 const UNREADABLE_HEADER_BUDGET: u64 = MAX_HEADER as u64 + TRAILER;
 
-/// Judge a text beginning with `prefix`.
-fn judge(prefix: &[u8]) -> Result<Judged, FormatError> {
+/// Judge a text beginning with `prefix` (inflated from one zstd stream if
+/// `compressed`).
+fn judge(prefix: &[u8], compressed: bool) -> Result<Judged, FormatError> {
     match header_end(prefix) {
         Some(end) => Ok(match parse::parse_header(&prefix[..end]) {
+            // Format 2 declares its entries at the end, so one stream of it
+            // could only be given the ceiling: it is not read that way.
+            // `bake` writes it in frames, read one by one within bounds.
+            Ok((_, None, _)) if compressed => {
+                return Err(FormatError::Other(
+                    "a format 2 manifest compressed as one zstd stream is not read (its \
+                     size cannot be bounded before it is inflated): give the file `driftd \
+                     bake` wrote, or its plain text (`zstd -dc`)"
+                        .into(),
+                ))
+            }
+            // Version 2 has its entry count at the end: the ceiling.
             Ok((_, count, _)) => {
+                let count = count.unwrap_or(usize::MAX);
                 let budget = text_budget(end, count);
                 Judged::Budget {
                     budget,
@@ -164,7 +179,7 @@ fn over_budget(budget: u64, count: usize) -> FormatError {
 
 /// Check the budget of a whole plain text already in memory.
 pub fn check_plain(text: &[u8]) -> Result<(), FormatError> {
-    match judge(text)? {
+    match judge(text, false)? {
         Judged::Budget { budget, over } if text.len() as u64 > budget => Err(over),
         _ => Ok(()),
     }
@@ -184,19 +199,21 @@ fn fill(r: &mut impl Read, text: &mut Vec<u8>, n: usize) -> std::io::Result<usiz
 /// content size): it only sizes the buffer once the budget is known.
 pub(super) fn read_bounded<E: From<FormatError>>(
     mut r: impl Read,
+    compressed: bool,
     hint: Option<u64>,
     io_err: impl Fn(std::io::Error) -> E,
 ) -> Result<Vec<u8>, E> {
     const CHUNK: usize = 64 << 10;
     let mut text = Vec::new();
     let (budget, over) = loop {
-        if let Judged::Budget { budget, over } = judge(&text)? {
+        if let Judged::Budget { budget, over } = judge(&text, compressed)? {
             break (budget, over);
         }
         let want = CHUNK.min(MAX_HEADER - text.len());
         if fill(&mut r, &mut text, want).map_err(&io_err)? < want {
-            // All of it, and no complete header: the parser says what is
-            // wrong with it.
+            // All of it, within the first chunk: the parser says what is
+            // wrong with it (a complete header is judged like any).
+            judge(&text, compressed)?;
             return Ok(text);
         }
     };

@@ -71,13 +71,13 @@ pub fn read_text(r: impl Read) -> Result<Vec<u8>, ReadError> {
     let head = &head[..n];
     let rest = head.chain(input);
     if !head.starts_with(&ZSTD_MAGIC) {
-        return budget::read_bounded(rest, None, |e| classify(e, false));
+        return budget::read_bounded(rest, false, None, |e| classify(e, false));
     }
     // A size the frame claims: trusted for nothing but the first
     // allocation, and only up to the budget.
     let hint = zstd::zstd_safe::get_frame_content_size(head).ok().flatten();
     let dec = zstd::stream::read::Decoder::new(rest).map_err(|e| classify(e, true))?;
-    budget::read_bounded(dec, hint, |e| classify(e, true))
+    budget::read_bounded(dec, true, hint, |e| classify(e, true))
 }
 
 /// An error of the input itself, as opposed to one of the decoder.

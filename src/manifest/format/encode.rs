@@ -8,9 +8,23 @@ use crate::manifest::escape::{escape, escape_with, to_hex};
 use crate::manifest::{Header, Manifest};
 use std::fmt::Write as _;
 
-/// Render the signed body (header and entries) of a manifest.
+/// Render the signed body (header and entries) of a version 1 manifest:
+/// entries sorted by path bytes.
 pub fn encode_body(header: &Header, entries: &[Entry]) -> Vec<u8> {
     let mut s = String::with_capacity(entries.len() * 128 + 1024);
+    encode_header_lines(header, &mut s);
+    let _ = writeln!(s, "entries {}", entries.len());
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    for e in sorted {
+        encode_entry(e, &mut s);
+    }
+    s.into_bytes()
+}
+
+/// The header lines every version starts with (version, driftd version,
+/// image id, policy, columns).
+pub fn encode_header_lines(header: &Header, s: &mut String) {
     let policy = serde_json::to_string(&header.policy).unwrap_or_default();
     let _ = writeln!(s, "driftd-manifest {}", header.format_version);
     let _ = writeln!(
@@ -21,11 +35,6 @@ pub fn encode_body(header: &Header, entries: &[Entry]) -> Vec<u8> {
     let _ = writeln!(s, "image-id {}", escape(header.image_id.as_bytes()));
     let _ = writeln!(s, "policy {}", escape(policy.as_bytes()));
     let _ = writeln!(s, "columns {COLUMNS}");
-    let _ = writeln!(s, "entries {}", entries.len());
-    for e in entries {
-        encode_entry(e, &mut s);
-    }
-    s.into_bytes()
 }
 
 fn dash_or<T>(s: &mut String, v: Option<T>, f: impl FnOnce(&mut String, T)) {
@@ -99,8 +108,17 @@ pub fn encode_entry(e: &Entry, s: &mut String) {
     s.push('\n');
 }
 
-/// Serialise a complete manifest (body, digest, signature) as plain text.
+/// Serialise a complete manifest (body, digest, signature) as plain text,
+/// in the format version of its header.
 pub fn encode_text(m: &Manifest) -> Vec<u8> {
+    if m.header.format_version != 1 {
+        return crate::manifest::v2::encode_text(
+            &m.header,
+            &m.entries,
+            &m.digest,
+            m.signature.as_ref(),
+        );
+    }
     let mut out = encode_body(&m.header, &m.entries);
     out.extend_from_slice(format!("digest blake3 {}\n", to_hex(&m.digest)).as_bytes());
     if let Some(sig) = &m.signature {

@@ -1,4 +1,6 @@
-//! The on-disk manifest format, version 1.
+//! The on-disk manifest format, version 1, and the text grammar version 2
+//! shares with it (header lines, entry lines, trailer; see
+//! [`super::v2`] for how version 2 arranges them in blocks).
 //!
 //! A manifest is UTF-8 text (paths escaped by [`super::escape`]), stored
 //! zstd-compressed; readers also accept the uncompressed text, which is what
@@ -47,8 +49,8 @@ mod trailer;
 
 pub use budget::{MAX_ENTRY_MEMORY, MAX_TEXT};
 pub use compress::{compress, decompress, read_text, ReadError, MAX_INPUT};
-pub use encode::{encode_body, encode_entry, encode_text};
-pub use parse::{parse_body, parse_entry};
+pub use encode::{encode_body, encode_entry, encode_header_lines, encode_text};
+pub use parse::{parse_body, parse_entry, parse_header, READS};
 pub use trailer::{split_trailer, Split};
 
 /// The column list, written in the header so a reader can tell at once that

@@ -8,7 +8,7 @@ use super::{line_err, FormatError, COLUMNS};
 use crate::manifest::entry::{Entry, FileKind, Times, Timestamp, Xattrs};
 use crate::manifest::escape::{escape, from_hex, hex32, unescape};
 use crate::manifest::paths::non_canonical;
-use crate::manifest::{Header, FORMAT_VERSION};
+use crate::manifest::Header;
 use crate::policy::Policy;
 
 fn header_value<'a>(
@@ -30,25 +30,44 @@ fn utf8_field(no: usize, what: &str, v: &[u8]) -> Result<String, FormatError> {
     String::from_utf8(raw).map_err(|_| line_err(no, format!("{what} is not UTF-8")))
 }
 
-/// Parse the body (header and entries). Pure and total: any input gives a
-/// manifest or an error naming the line, never a panic.
+/// Parse the body (header and entries) of a version 1 manifest. Pure and
+/// total: any input gives a manifest or an error naming the line, never a
+/// panic. Entries come back in byte order, as the text has them.
 pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
     if !body.is_empty() && !body.ends_with(b"\n") {
         return Err(FormatError::Other("manifest body is truncated".into()));
     }
     let (header, count, end) = parse_header(body)?;
+    let Some(count) = count else {
+        return Err(FormatError::Other(
+            "a version 2 text is not a version 1 body".into(),
+        ));
+    };
     let entries = parse_entries(&body[end..], count, HEADER_LINES)?;
     Ok((header, entries))
 }
 
+/// How many header lines a text whose first line is `first` has: version 1
+/// ends its header with the entry count, version 2 has it in its index.
+pub(super) fn header_lines(first: &[u8]) -> usize {
+    if first == b"driftd-manifest 2" {
+        HEADER_LINES - 1
+    } else {
+        HEADER_LINES
+    }
+}
+
 /// Parse the header at the start of `text` (which may hold only the
 /// header: the budget reads it first): the header, the entry count it
-/// declares and where the entry lines begin.
-pub(super) fn parse_header(text: &[u8]) -> Result<(Header, usize, usize), FormatError> {
+/// declares (version 1; `None` for version 2, whose count is in its index)
+/// and where the entry lines begin.
+pub fn parse_header(text: &[u8]) -> Result<(Header, Option<usize>, usize), FormatError> {
     // The header is a fixed number of lines; everything after it is entries.
+    let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let wanted = header_lines(first);
     let mut header_lines: Vec<&[u8]> = Vec::with_capacity(HEADER_LINES);
     let mut pos = 0;
-    while header_lines.len() < HEADER_LINES {
+    while header_lines.len() < wanted {
         let Some(nl) = text[pos..].iter().position(|&b| b == b'\n') else {
             break;
         };
@@ -64,11 +83,11 @@ pub(super) fn parse_header(text: &[u8]) -> Result<(Header, usize, usize), Format
     })?;
     let format_version: u32 =
         digits(v, 10).ok_or_else(|| line_err(no, "format version is not a number"))?;
-    if format_version != FORMAT_VERSION {
+    if !READS.contains(&format_version) {
         return Err(line_err(
             no,
             format!(
-                "manifest format version {format_version} is not supported (this driftd reads version {FORMAT_VERSION})"
+                "manifest format version {format_version} is not supported (this driftd reads versions 1 and 2)"
             ),
         ));
     }
@@ -89,6 +108,15 @@ pub(super) fn parse_header(text: &[u8]) -> Result<(Header, usize, usize), Format
             format!("unknown column layout (expected `{COLUMNS}`)"),
         ));
     }
+    let header = Header {
+        format_version,
+        driftd_version,
+        image_id,
+        policy,
+    };
+    if format_version != 1 {
+        return Ok((header, None, pos));
+    }
     let (no, v) = header_value(&mut lines, "entries")?;
     let count: usize = digits(v, 10).ok_or_else(|| line_err(no, "entry count is not a number"))?;
     // Each declared entry takes its slot in the entry array up front.
@@ -102,14 +130,11 @@ pub(super) fn parse_header(text: &[u8]) -> Result<(Header, usize, usize), Format
             ),
         ));
     }
-    let header = Header {
-        format_version,
-        driftd_version,
-        image_id,
-        policy,
-    };
-    Ok((header, count, pos))
+    Ok((header, Some(count), pos))
 }
+
+/// The format versions this build reads.
+pub const READS: [u32; 2] = [1, 2];
 
 /// Lines before the first entry.
 pub(super) const HEADER_LINES: usize = 6;

@@ -199,7 +199,7 @@ fn diff_manifests_reports_added_removed_and_changed_in_path_order() {
         type_changed,
         file(b"/f-added"),
     ]);
-    let findings = diff_manifests(&old, &new);
+    let findings = diff_of(&old, &new);
     let got: Vec<(String, FindingKind, Vec<&str>)> = findings
         .iter()
         .map(|f| {
@@ -221,7 +221,7 @@ fn diff_manifests_reports_added_removed_and_changed_in_path_order() {
     ];
     assert_eq!(got, want);
     // And the other way round, added and removed swap.
-    let back: Vec<FindingKind> = diff_manifests(&new, &old).iter().map(|f| f.kind).collect();
+    let back: Vec<FindingKind> = diff_of(&new, &old).iter().map(|f| f.kind).collect();
     assert_eq!(
         back,
         [
@@ -252,13 +252,13 @@ fn diff_manifests_reports_added_removed_and_changed_in_path_order() {
 #[test]
 fn diff_manifests_edge_cases() {
     let m = manifest(varied_entries());
-    assert_eq!(diff_manifests(&m, &m), Vec::<Finding>::new());
+    assert_eq!(diff_of(&m, &m), Vec::<Finding>::new());
     let empty = manifest(Vec::new());
-    assert!(diff_manifests(&empty, &empty).is_empty());
-    let added = diff_manifests(&empty, &m);
+    assert!(diff_of(&empty, &empty).is_empty());
+    let added = diff_of(&empty, &m);
     assert_eq!(added.len(), m.entries.len());
     assert!(added.iter().all(|f| f.kind == FindingKind::Added));
-    let removed = diff_manifests(&m, &empty);
+    let removed = diff_of(&m, &empty);
     assert_eq!(removed.len(), m.entries.len());
     assert!(removed.iter().all(|f| f.kind == FindingKind::Removed));
     let paths: Vec<&[u8]> = removed.iter().map(|f| &*f.path).collect();
@@ -272,7 +272,7 @@ fn diff_manifests_edge_cases() {
         ..Times::default()
     }
     .boxed();
-    let f = diff_manifests(&m, &with_mtime);
+    let f = diff_of(&m, &with_mtime);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].attributes, ["mtime"]);
 }
@@ -346,4 +346,13 @@ fn counts_count_each_kind() {
     );
     let json = serde_json::to_value(c).unwrap();
     assert_eq!(json["type"], 5, "type_changed is serialised as `type`");
+}
+
+/// [`diff_manifests`] of two manifests in memory.
+fn diff_of(old: &Manifest, new: &Manifest) -> Vec<Finding> {
+    diff_manifests(
+        &crate::manifest::Store::from_manifest(old.clone()),
+        &crate::manifest::Store::from_manifest(new.clone()),
+    )
+    .expect("in memory")
 }

@@ -40,7 +40,11 @@ fn body_corruptions() -> Vec<(&'static str, Vec<u8>, Expect)> {
             set_line(1, b"Driftd-manifest 1"),
             Other,
         ),
-        ("wrong version", set_line(1, b"driftd-manifest 2"), Line(1)),
+        (
+            "unknown version",
+            set_line(1, b"driftd-manifest 3"),
+            Line(1),
+        ),
         ("version 0", set_line(1, b"driftd-manifest 0"), Line(1)),
         (
             "version not a number",

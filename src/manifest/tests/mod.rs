@@ -26,6 +26,7 @@ mod malformed_file;
 mod properties;
 mod round_trip;
 mod sign;
+mod v2;
 
 use super::entry::{Entry, FileKind, Times, Timestamp, Xattrs};
 use super::escape::to_hex;
@@ -48,12 +49,23 @@ const ALL_KINDS: [FileKind; 7] = [
     FileKind::BlockDevice,
 ];
 
+/// The base header: format version 1, whose one-text grammar (shared by
+/// version 2's header and entry lines) most of these tests corrupt line by
+/// line; `v2` tests version 2 (see [`header_v2`]).
 fn header() -> Header {
     Header {
-        format_version: FORMAT_VERSION,
+        format_version: 1,
         driftd_version: "0.1.0".into(),
         image_id: "test-image".into(),
         policy: Policy::default(),
+    }
+}
+
+/// The header of a version 2 manifest.
+fn header_v2() -> Header {
+    Header {
+        format_version: FORMAT_VERSION,
+        ..header()
     }
 }
 
