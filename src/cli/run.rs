@@ -33,7 +33,7 @@ pub struct RunArgs {
 
 /// The config file and the flags that override its `[agent]` table: shared
 /// by `driftd run` and `driftd validate`, so both judge the same settings.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Config file (default: built-in defaults, the same as the shipped
     /// config/driftd.toml).
@@ -114,13 +114,29 @@ pub fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, CliError> {
 }
 
 pub fn run(a: RunArgs) -> Result<Status, CliError> {
-    let cfg = a.agent.load()?;
+    let mut cfg = a.agent.load()?;
+    if let Some(t) = a.threads {
+        cfg.scan.threads = t;
+    }
     let listen = listen_addr(&cfg.agent.listen)?;
+    // SIGHUP reads the file again, with the same flags applied.
+    let config_source = a.agent.config.clone().map(|path| {
+        let (agent, threads) = (a.agent.clone(), a.threads);
+        daemon::ConfigSource(std::sync::Arc::new(move || {
+            let mut cfg = config::load(&path)?;
+            agent.apply(&mut cfg);
+            if let Some(t) = threads {
+                cfg.scan.threads = t;
+            }
+            Ok(cfg)
+        }))
+    });
     let opts = RunOptions {
         agent: cfg.agent.clone(),
-        threads: a.threads.unwrap_or(cfg.scan.threads),
+        threads: cfg.scan.threads,
         signals: cfg.signals.clone(),
         backends: cfg.signal.clone(),
+        config_source,
     };
     // One thread for the loop and the HTTP server; scans run on blocking
     // threads. Idle means idle: nothing wakes but timers and events.

@@ -14,6 +14,7 @@
 use crate::policy::{Allow, CompiledPolicy, Policy, Rule};
 use crate::signal::backend;
 pub use crate::signal::backend::BackendConfig;
+pub use crate::signal::guard::GuardConfig;
 use crate::spec::Table;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ pub struct SignalsConfig {
     /// randomised to between half and all of its value).
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// `[signals.guard]`: hold retirement signals while too many hosts of
+    /// this image are drifted (`None`: no guard).
+    pub guard: Option<GuardConfig>,
 }
 
 impl Default for SignalsConfig {
@@ -52,6 +56,7 @@ impl Default for SignalsConfig {
             unknown_grace: Duration::from_secs(1800),
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            guard: None,
         }
     }
 }
@@ -182,14 +187,30 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 
     let ds = &defaults.signals;
     let mut sg = Table::new("signals", signals_v, &mut errors);
-    let signals = SignalsConfig {
-        host_id: sg.take("host_id"),
-        on_unknown: sg.take("on_unknown").unwrap_or(ds.on_unknown),
-        unknown_grace: sg.duration("unknown_grace").unwrap_or(ds.unknown_grace),
-        retry_initial: sg.duration("retry_initial").unwrap_or(ds.retry_initial),
-        retry_max: sg.duration("retry_max").unwrap_or(ds.retry_max),
-    };
+    let host_id: Option<String> = sg.take("host_id");
+    let on_unknown = sg.take("on_unknown").unwrap_or(ds.on_unknown);
+    let unknown_grace = sg.duration("unknown_grace").unwrap_or(ds.unknown_grace);
+    let retry_initial = sg.duration("retry_initial").unwrap_or(ds.retry_initial);
+    let retry_max = sg.duration("retry_max").unwrap_or(ds.retry_max);
+    let guard_v = sg.raw("guard");
     sg.finish();
+    let guard = crate::signal::guard::spec::parse(guard_v, &mut errors);
+    if let (Some(_), Some(id)) = (&guard, &host_id) {
+        if !crate::signal::guard::query::safe_value(id) {
+            errors.push(format!(
+                "signals.host_id: `{}` cannot go into the guard's query (letters, digits, `._:-` only)",
+                id.escape_debug()
+            ));
+        }
+    }
+    let signals = SignalsConfig {
+        host_id,
+        on_unknown,
+        unknown_grace,
+        retry_initial,
+        retry_max,
+        guard,
+    };
     let signal = backend::parse(signal_v, &mut errors);
 
     let da = &defaults.agent;
