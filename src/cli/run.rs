@@ -14,7 +14,8 @@ every checked directory (inotify) and rescans on a schedule. It serves /metrics 
 (Prometheus), /healthz (200 clean, 503 drifted or unknown), /livez (200 while it runs) \
 and /status (JSON; loopback clients only unless authenticated or status_public) on \
 --listen (default 0.0.0.0:9847), with TLS and basic auth from --web.config.file. Once drift is confirmed the host stays drifted, across \
-restarts, until a new manifest. SIGHUP reloads the manifest and rescans; SIGTERM stops. `driftd state clear` \
+restarts, until a new manifest. SIGHUP reloads the config ([signals], [signals.guard] and [[signal]] \
+take effect; [agent] and [scan] need a restart) and the manifest, and rescans; SIGTERM stops. `driftd state clear` \
 ends a drift verdict explicitly (a false positive fixed in the image pipeline).
 
 Try it by hand:
