@@ -241,10 +241,18 @@ fn online(g: &config::GuardConfig, host_id: &str, digest: Option<&str>, items: &
     };
     let settings = GuardSettings::from(g);
     let decision = match judge(&settings, req.event, &Ok(a)) {
-        Outcome::Within { hosts, drifted, limit } => format!(
+        Outcome::Within {
+            hosts,
+            drifted,
+            limit,
+        } => format!(
             "a drift signal now: {drifted} of {hosts} drifted with this host, limit {limit}: sent"
         ),
-        Outcome::Over { hosts, drifted, limit } => format!(
+        Outcome::Over {
+            hosts,
+            drifted,
+            limit,
+        } => format!(
             "a drift signal now: {drifted} of {hosts} drifted with this host, limit {limit}: HELD"
         ),
         Outcome::Failed(e) => e,

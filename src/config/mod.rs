@@ -389,7 +389,9 @@ mod tests {
         let uncommented: String = tail
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(t) if t.starts_with("[[signal]]") || t == "[signals.guard]" || is_setting(t) => {
+                Some(t)
+                    if t.starts_with("[[signal]]") || t == "[signals.guard]" || is_setting(t) =>
+                {
                     t.to_string()
                 }
                 _ => l.to_string(),
@@ -403,10 +405,16 @@ mod tests {
         // The guard's keys, at their defaults.
         let g = cfg.signals.guard.expect("[signals.guard] documented");
         assert_eq!(g.max_drifted, GuardConfig::MAX_DRIFTED);
-        assert_eq!((g.settle, g.recheck), (GuardConfig::SETTLE, GuardConfig::RECHECK));
+        assert_eq!(
+            (g.settle, g.recheck),
+            (GuardConfig::SETTLE, GuardConfig::RECHECK)
+        );
         assert_eq!(g.on_error, crate::signal::guard::OnError::Hold);
         assert!(g.selector.is_some() && g.ca_file.is_some());
-        assert!(matches!(g.auth, crate::signal::guard::spec::Auth::Bearer(_)));
+        assert!(matches!(
+            g.auth,
+            crate::signal::guard::spec::Auth::Bearer(_)
+        ));
         // Every registered backend is documented there, once.
         let mut documented = kinds.clone();
         documented.sort_unstable();

@@ -234,7 +234,7 @@ fn report(r: &GuardReport) {
             key = %key,
             event = event.label(),
             wait_seconds = wait.as_secs_f64(),
-            "the guard holds the signal while the fleet's metrics settle; then it asks Prometheus"
+            "the guard waits for the fleet's metrics to settle before asking Prometheus; the signal waits in the outbox"
         ),
         GuardReport::Held { key, why } => {
             warn!(key = %key, why = %why, "the guard holds the signal")
