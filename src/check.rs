@@ -11,12 +11,13 @@
 //! or one path and its subtree (the agent's targeted re-checks after a
 //! filesystem event): only the manifest entries in scope can be removed.
 
+use crate::manifest::bounded::Bounded;
 use crate::manifest::diff::{
     compare, Change, Counts, Finding, FindingKind, UnreadableKind, Verdict,
 };
 use crate::manifest::{Entry, Manifest};
-use crate::policy::CompiledPolicy;
-use crate::scan::{self, Mount, ScanControl, ScanEvent, ScanOptions, ScanStats};
+use crate::policy::{Admission, CompiledPolicy, Ids, Seen};
+use crate::scan::{self, Mount, ScanControl, ScanEvent, ScanOptions, ScanStats, Unchecked};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -24,9 +25,11 @@ use std::path::Path;
 /// The outcome of one check.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
-    /// Sorted by path, then kind.
-    pub findings: Vec<Finding>,
+    /// The findings: every one counted, the first (by path, then kind)
+    /// held up to the check's limit.
+    pub found: Bounded,
     pub verdict: Verdict,
+    /// Every finding by kind (exact, held or not).
     pub counts: Counts,
     pub stats: ScanStats,
     /// Directories the scan entered (the agent keeps them watched).
@@ -61,7 +64,14 @@ pub fn check_tree(
     threads: usize,
 ) -> Result<CheckReport, CheckError> {
     let policy = manifest_policy(manifest)?;
-    check_scope(manifest, &policy, root, threads, &ScanControl::default())
+    check_scope(
+        manifest,
+        &policy,
+        root,
+        threads,
+        &ScanControl::default(),
+        usize::MAX,
+    )
 }
 
 /// [`compare`] for a live entry. A process without `CAP_SYS_ADMIN` is not
@@ -124,7 +134,7 @@ fn partial_as_unreadable(manifest: &Manifest, ev: ScanEvent) -> ScanEvent {
             path: entry.path,
             cause,
             reason,
-            subtree: false,
+            unchecked: Unchecked::Path,
         },
         other => other,
     }
@@ -171,26 +181,34 @@ fn scope(manifest: &Manifest, start: Option<&[u8]>) -> (Option<usize>, Range<usi
 
 /// Check the part of the tree `control.start` selects (all of it by
 /// default) against the manifest, with the manifest's compiled `policy`.
+/// At most `limit` findings are held in the report (the first by path);
+/// every one is counted.
 pub fn check_scope(
     manifest: &Manifest,
     policy: &CompiledPolicy,
     root: &Path,
     threads: usize,
     control: &ScanControl,
+    limit: usize,
 ) -> Result<CheckReport, CheckError> {
     let (exact, below) = scope(manifest, control.start.as_deref());
     let in_scope = |i: usize| exact == Some(i) || below.contains(&i);
     let mut seen = vec![false; manifest.entries.len()];
-    let mut findings = Vec::new();
-    // Paths below which nothing was checked, with the index of the finding
-    // that explains why (so unchecked manifest entries are counted there).
-    // `None` for a mount point, which only becomes a finding if the
-    // manifest expected something below it.
-    let mut blind: HashMap<Box<[u8]>, Option<usize>> = HashMap::new();
-    // Added directories, so a later "cannot list" for the same path adds its
-    // reason to that finding instead of reporting the path twice.
-    let mut added_dirs: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut found = Bounded::new(limit);
+    // Paths of the manifest below which nothing was checked, with the kind
+    // of the finding that explains why (so unchecked manifest entries are
+    // counted there). `None` for a mount point, which only becomes a
+    // finding if the manifest expected something below it. Only paths with
+    // manifest entries below them: bounded by the manifest, not the tree.
+    let mut blind: HashMap<Box<[u8]>, Option<FindingKind>> = HashMap::new();
     let mut dirs: Vec<Box<[u8]>> = Vec::new();
+    // A path the manifest lacks, judged by `allow.may_appear`; the names
+    // it mentions are looked up in the image once, and only if needed.
+    let mut ids: Option<Ids> = None;
+    let mut admits = |path: &[u8], seen: Option<&Seen<'_>>| {
+        let ids = ids.get_or_insert_with(|| scan::ids::resolve(root, &policy.id_names()));
+        policy.admits(path, seen, ids)
+    };
     let stats = scan::scan_with(
         &ScanOptions {
             root,
@@ -206,7 +224,7 @@ pub fn check_scope(
             } => {
                 if let Some(i) = manifest.find(&entry.path) {
                     seen[i] = true;
-                    findings.push(partial_finding(&manifest.entries[i], &entry, cause, reason));
+                    found.insert(partial_finding(&manifest.entries[i], &entry, cause, reason));
                 }
             }
             ScanEvent::Entry { entry, mount } => {
@@ -218,63 +236,82 @@ pub fn check_scope(
                     Some(i) => {
                         seen[i] = true;
                         let expected = &manifest.entries[i];
-                        findings.extend(match &mount {
+                        let finding = match &mount {
                             None => compare_live(expected, &entry, false),
                             // The root of another filesystem, where the
                             // policy expects one: its type counts, its mode
                             // and owner are that filesystem's business.
                             Some(m) if m.expected => compare_live(expected, &entry, true),
                             Some(m) => Some(mount_finding(expected, &entry, m)),
-                        });
+                        };
+                        if let Some(f) = finding {
+                            found.insert(f);
+                        }
                         if !entered {
                             // What the image had below it was not checked.
                             blind.insert(entry.path, None);
                         }
                     }
-                    None if policy.may_appear(&entry.path) => {}
-                    None => {
-                        if entry.kind == crate::manifest::FileKind::Dir {
-                            added_dirs.insert(entry.path.clone(), findings.len());
-                        }
-                        findings.push(Finding::simple(&entry.path, FindingKind::Added));
-                    }
+                    None => match admits(&entry.path, Some(&seen_as(&entry))) {
+                        Admission::Admitted => {}
+                        refused => found.insert(added(&entry.path, Some(refused))),
+                    },
                 }
             }
             ScanEvent::Unreadable {
                 path,
                 cause,
                 reason,
-                subtree,
+                unchecked,
             } => {
-                let index = match manifest.find(&path) {
+                let kind = match manifest.find(&path) {
                     Some(i) => {
                         seen[i] = true;
-                        findings.push(Finding::unreadable(&path, cause, reason));
-                        findings.len() - 1
+                        found.insert(Finding::unreadable(&path, cause, reason));
+                        FindingKind::Unreadable
                     }
-                    // It exists (its directory listed it) and the image
-                    // lacked it: that alone is drift.
-                    None if !policy.may_appear(&path) => match added_dirs.get(&path) {
-                        Some(&i) => {
-                            findings[i].reason = Some(reason);
-                            findings[i].cause = Some(cause);
-                            i
-                        }
-                        None => {
-                            let mut f = Finding::simple(&path, FindingKind::Added);
-                            f.reason = Some(reason);
-                            f.cause = Some(cause);
-                            findings.push(f);
-                            findings.len() - 1
-                        }
-                    },
                     None => {
-                        findings.push(Finding::unreadable(&path, cause, reason));
-                        findings.len() - 1
+                        // Judged as its entry was, if that was reported (a
+                        // directory that could not be listed): the
+                        // finding made then takes the reason.
+                        let reported = match unchecked {
+                            Unchecked::Below(meta) => {
+                                let entry = meta.entry(path.clone(), policy.attrs_for(&path));
+                                Some(admits(&path, Some(&seen_as(&entry))))
+                            }
+                            _ => None,
+                        };
+                        match reported {
+                            Some(Admission::Admitted) => {
+                                found.insert(Finding::unreadable(&path, cause, reason));
+                                FindingKind::Unreadable
+                            }
+                            Some(_) => {
+                                found.annotate(&path, FindingKind::Added, cause, reason);
+                                FindingKind::Added
+                            }
+                            None => {
+                                // It exists (its directory listed it) and
+                                // the image lacked it: that alone is drift,
+                                // unless an allowance names it (then it was
+                                // not verified: unreadable).
+                                let allowed = admits(&path, None);
+                                if allowed.names() {
+                                    found.insert(Finding::unreadable(&path, cause, reason));
+                                    FindingKind::Unreadable
+                                } else {
+                                    let mut f = added(&path, Some(allowed));
+                                    f.reason = Some(reason);
+                                    f.cause = Some(cause);
+                                    found.insert(f);
+                                    FindingKind::Added
+                                }
+                            }
+                        }
                     }
                 };
-                if subtree {
-                    blind.insert(path, Some(index));
+                if unchecked.below() && !scope(manifest, Some(&path)).1.is_empty() {
+                    blind.insert(path, Some(kind));
                 }
             }
         },
@@ -285,46 +322,74 @@ pub fn check_scope(
         let entry = &manifest.entries[i];
         match blind_ancestor(&blind, &entry.path) {
             Some(p) => *unchecked.entry(p).or_default() += 1,
-            None => findings.push(Finding::simple(&entry.path, FindingKind::Removed)),
+            None => found.insert(Finding::simple(&entry.path, FindingKind::Removed)),
         }
     }
-    let mut notes: Vec<Finding> = Vec::new();
     for (path, n) in unchecked {
         let note = format!(
             "{n} manifest entr{} below not checked",
             if n == 1 { "y" } else { "ies" }
         );
         match blind.get(path).copied().flatten() {
-            Some(i) => {
-                let f = &mut findings[i];
-                f.reason = Some(match f.reason.take() {
-                    Some(r) => format!("{r}; {note}"),
-                    None => note,
-                });
-            }
-            None => notes.push(Finding::unreadable(
+            Some(kind) => found.note(path, kind, &note),
+            None => found.insert(Finding::unreadable(
                 path,
                 UnreadableKind::NotEntered,
                 format!("mount point not entered (one_file_system: the mount itself is reported); {note}"),
             )),
         }
     }
-    findings.extend(notes);
-    findings.sort_by(|a, b| a.path.cmp(&b.path).then(a.kind.cmp(&b.kind)));
-    let verdict = Verdict::from_findings(&findings);
-    let counts = Counts::of(&findings);
     Ok(CheckReport {
-        findings,
-        verdict,
-        counts,
+        verdict: verdict_of(&found),
+        counts: found.counts(),
+        found,
         stats,
         dirs,
     })
 }
 
+/// Drifted if anything is drift, else unknown if anything could not be
+/// checked, else clean.
+fn verdict_of(found: &Bounded) -> Verdict {
+    if found.drift() > 0 {
+        Verdict::Drifted
+    } else if found.total() > 0 {
+        Verdict::Unknown
+    } else {
+        Verdict::Clean
+    }
+}
+
+/// What an allowance to appear is shown of a live entry.
+fn seen_as(entry: &Entry) -> Seen<'static> {
+    Seen {
+        kind: entry.kind.name(),
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+    }
+}
+
+/// An `added` finding; when allowances named the path but refused it,
+/// its attributes and changes say what they refused and what is there.
+fn added(path: &[u8], admission: Option<Admission>) -> Finding {
+    let mut f = Finding::simple(path, FindingKind::Added);
+    if let Some(Admission::Refused(violations)) = admission {
+        for v in violations {
+            f.attributes.push(v.attribute);
+            f.changes.push(Change {
+                attribute: v.attribute,
+                expected: Some(v.allowed),
+                actual: Some(v.actual),
+            });
+        }
+    }
+    f
+}
+
 /// The nearest ancestor of `path` below which nothing was checked.
 fn blind_ancestor<'a>(
-    blind: &'a HashMap<Box<[u8]>, Option<usize>>,
+    blind: &'a HashMap<Box<[u8]>, Option<FindingKind>>,
     path: &[u8],
 ) -> Option<&'a [u8]> {
     if blind.is_empty() {

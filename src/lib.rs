@@ -4,7 +4,8 @@
 //! module uses only those above it in this list; `tests/architecture.rs`
 //! holds the house to it):
 //!
-//! - [`clock`], [`fsutil`]: time and jitter behind one trait; atomic writes.
+//! - [`clock`], [`fsutil`]: time and jitter behind one trait; atomic writes
+//!   nobody can redirect, and the one reader of secret files.
 //! - [`spec`]: the TOML table reader under every config table: each key
 //!   declared once, every error with its dotted key.
 //! - [`policy`] (pure): which paths are checked and which attributes.

@@ -11,6 +11,7 @@
 //! compile.
 
 use crate::check::manifest_policy;
+use crate::manifest::format::ReadError;
 use crate::manifest::{sign, Manifest};
 use crate::policy::CompiledPolicy;
 use crate::verdict::{ManifestFailure, ManifestId, ManifestProblem};
@@ -120,21 +121,25 @@ pub fn load(path: &Path, rule: Rule<'_>) -> Result<Loaded, LoadError> {
 }
 
 /// Read and parse a manifest file, verifying its digest (not its
-/// signature).
+/// signature). The file is read as a stream within the budget of its
+/// header (see [`crate::manifest::format::budget`]): a hostile file is
+/// refused after costing bounded memory and time.
 pub fn read(path: &Path) -> Result<Manifest, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let io_error = |e: std::io::Error| {
         let problem = if e.kind() == std::io::ErrorKind::NotFound {
             ManifestProblem::Missing
         } else {
             ManifestProblem::Unreadable
         };
         LoadError::new(problem, format!("read manifest {}: {e}", path.display()))
-    })?;
-    Manifest::from_vec(bytes).map_err(|e| {
-        LoadError::new(
+    };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    Manifest::from_reader(file).map_err(|e| match e {
+        ReadError::Io(e) => io_error(e),
+        ReadError::Format(e) => LoadError::new(
             ManifestProblem::Corrupt,
             format!("invalid manifest {}: {e}", path.display()),
-        )
+        ),
     })
 }
 

@@ -230,6 +230,7 @@ fn a_held_signal_waits_in_the_outbox_and_goes_out_once_when_the_fleet_recovers()
     let digest = digest_of(&d);
     let prom = FakeProm::start(Reply::Counts(20, 5, 0));
     let token = d.write_outside("prom.token", "s3cr3t-t0ken\n");
+    common::chmod_path(&token, 0o600);
     let rx = Receiver::start();
     let secret = Secret::whsec();
     let keys = format!(
@@ -541,6 +542,7 @@ fn validate_checks_the_guard_and_online_asks_its_prometheus() {
     let rx = Receiver::start();
     let secret = Secret::raw();
     let pw = d.write_outside("prom.password", "hunter2\n");
+    common::chmod_path(&pw, 0o600);
     let keys = format!(
         "max_drifted = \"10%\"\nbasic_auth_user = \"driftd\"\nbasic_auth_password_file = {}",
         lit(common::s(&pw))
@@ -604,12 +606,24 @@ fn validate_checks_the_guard_and_online_asks_its_prometheus() {
         "{}",
         o.stdout_str()
     );
+    // A password file others could read is refused (the secret-file
+    // rule), without the network and without its content.
+    common::chmod_path(&pw, 0o644);
+    let o = driftd_run(args(&[]));
+    o.assert_code(2);
+    let out = o.stdout_str();
+    assert!(
+        out.contains("basic auth password file ")
+            && out.contains("readable by others")
+            && !out.contains("hunter2"),
+        "{out}"
+    );
     // An unreadable password file is found without the network.
     std::fs::remove_file(&pw).unwrap();
     let o = driftd_run(args(&[]));
     o.assert_code(2);
     assert!(
-        o.stdout_str().contains("read secret file"),
+        o.stdout_str().contains("read basic auth password file"),
         "{}",
         o.stdout_str()
     );

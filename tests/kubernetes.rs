@@ -112,13 +112,16 @@ impl ApiServer {
         lock(&self.inner.requests).clone()
     }
 
-    /// A kubeconfig for this server with a bearer token, written into `d`.
+    /// A kubeconfig for this server with a bearer token, written into `d`
+    /// (mode 0600: driftd refuses a kubeconfig others can read).
     fn kubeconfig(&self, d: &Dir) -> PathBuf {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: driftd\ncurrent-context: stand-in\nusers:\n- name: driftd\n  user:\n    token: {TOKEN}\n",
             self.port
         );
-        d.write_outside("kubeconfig", text)
+        let p = d.write_outside("kubeconfig", text);
+        common::chmod_path(&p, 0o600);
+        p
     }
 
     /// Poll until `n` requests arrived; panic after [`WAIT`] with what did
@@ -569,6 +572,19 @@ fn new_checks_the_node_name_and_the_kubeconfig_without_network() {
         "kubeconfig",
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n",
     );
+    // A kubeconfig others can read is refused, naming the file and the fix.
+    common::chmod_path(&kc, 0o644);
+    let err = NodeCondition::new("k8s", Some("node-a".into()), true, Some(kc.clone()))
+        .err()
+        .expect("a kubeconfig readable by others is refused");
+    assert_eq!(
+        err,
+        format!(
+            "kubeconfig {} is readable by others (mode 0644): chmod 0640",
+            kc.display()
+        )
+    );
+    common::chmod_path(&kc, 0o640);
     let b = NodeCondition::new("k8s", Some("node-a".into()), true, Some(kc)).expect("new");
     assert_eq!(b.kind(), "kubernetes");
     assert_eq!(b.name(), "k8s");
@@ -620,6 +636,7 @@ async fn an_unreachable_api_server_is_a_failure_without_the_token() {
         "kubeconfig",
         format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: {TOKEN}\n"),
     );
+    common::chmod_path(&kc, 0o600);
     let b = NodeCondition::new("k8s", Some("node-a".into()), false, Some(kc)).expect("new");
     let err = b
         .send(&signal("drift.detected"))

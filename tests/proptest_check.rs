@@ -24,11 +24,11 @@
 
 mod common;
 
-use driftd::check::check_tree;
+use driftd::check::{check_scope, check_tree, manifest_policy};
 use driftd::manifest::diff::{diff_manifests, Finding, FindingKind, Verdict};
 use driftd::manifest::{Entry, FileKind, Header, Manifest, FORMAT_VERSION};
 use driftd::policy::{CompiledPolicy, Policy};
-use driftd::scan::{scan_collect, ScanOptions};
+use driftd::scan::{scan_collect, ScanControl, ScanOptions};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -810,7 +810,13 @@ fn run_case(tree: &[Create], ops: &[Op]) {
 
     let one = check_tree(&manifest, root, 1).unwrap();
     let four = check_tree(&manifest, root, 4).unwrap();
-    assert_eq!(keys(&one.findings), want, "check_tree findings (1 thread)");
+    let all = one.found.clone().into_vec();
+    assert_eq!(keys(&all), want, "check_tree findings (1 thread)");
+    assert_eq!(
+        one.counts.total(),
+        all.len() as u64,
+        "every finding held and counted once"
+    );
     assert_eq!(
         one.verdict,
         if want.is_empty() {
@@ -819,7 +825,7 @@ fn run_case(tree: &[Create], ops: &[Op]) {
             Verdict::Drifted
         }
     );
-    assert_eq!(one.findings, four.findings, "1 vs 4 threads: findings");
+    assert_eq!(one.found, four.found, "1 vs 4 threads: findings");
     assert_eq!(one.verdict, four.verdict, "1 vs 4 threads: verdict");
     assert_eq!(one.counts, four.counts, "1 vs 4 threads: counts");
     assert_eq!(one.stats, four.stats, "1 vs 4 threads: stats");
@@ -828,7 +834,23 @@ fn run_case(tree: &[Create], ops: &[Op]) {
     let mut slashed = root.as_os_str().to_owned();
     slashed.push("/");
     let slash = check_tree(&manifest, Path::new(&slashed), 2).unwrap();
-    assert_eq!(one.findings, slash.findings, "root with a trailing slash");
+    assert_eq!(one.found, slash.found, "root with a trailing slash");
+
+    // Holding at most two findings changes nothing but the list: the
+    // counts and the verdict are the same, the list is its first two.
+    let policy = manifest_policy(&manifest).unwrap();
+    let small = check_scope(&manifest, &policy, root, 2, &ScanControl::default(), 2).unwrap();
+    assert_eq!(small.counts, one.counts, "bounded: counts");
+    assert_eq!(small.verdict, one.verdict, "bounded: verdict");
+    assert_eq!(small.found.total(), one.found.total(), "bounded: total");
+    let held: Vec<&Finding> = small.found.iter().collect();
+    assert!(held.len() <= 2, "bounded: {} held", held.len());
+    assert_eq!(held.len(), all.len().min(2), "bounded: the first are held");
+    assert_eq!(
+        held,
+        all.iter().take(2).collect::<Vec<_>>(),
+        "bounded: the first two"
+    );
 
     // `diff` between the two manifests reports drift the same way.
     assert_eq!(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{exp, skip_unless_root, Dir};
+use common::{exp, s, skip_unless_root, Dir};
 use driftd::manifest::escape::unescape;
 use std::fs::{self, FileTimes};
 use std::os::unix::fs::MetadataExt;
@@ -630,6 +630,9 @@ fn machine_id_replaced_by_symlink_is_still_type() {
 
 #[test]
 fn ssh_host_key_may_appear() {
+    if skip_unless_root("a host key owned by root") {
+        return;
+    }
     let d = baked("ssh-host-key");
     d.write(
         "/etc/ssh/ssh_host_ed25519_key",
@@ -637,6 +640,174 @@ fn ssh_host_key_may_appear() {
     );
     d.chmod("/etc/ssh/ssh_host_ed25519_key", 0o600);
     d.check().assert_clean();
+}
+
+/// The standard tree with an image user database that has RHEL's
+/// `ssh_keys` group (as gid 4242, which the machine running the test is
+/// unlikely to have: the name must be found in the image), baked with
+/// `extra` and checked clean.
+fn with_ssh_keys_group(name: &str, extra: &[&str]) -> Dir {
+    let d = Dir::standard(name);
+    d.write("/etc/group", "root:x:0:\nssh_keys:x:4242:\nusers:x:100:\n");
+    d.bake_and_assert_clean(extra);
+    d
+}
+
+/// What sshd-keygen writes on first boot, on Debian and on RHEL.
+fn real_host_keys(d: &Dir) {
+    for (key, mode, gid) in [
+        ("/etc/ssh/ssh_host_ed25519_key", 0o600, 0),
+        ("/etc/ssh/ssh_host_ed25519_key.pub", 0o644, 0),
+        ("/etc/ssh/ssh_host_ecdsa_key", 0o640, 4242),
+        ("/etc/ssh/ssh_host_ecdsa_key.pub", 0o644, 0),
+    ] {
+        d.write(key, format!("{key}\n"));
+        d.chmod(key, mode);
+        d.chown(key, Some(0), Some(gid));
+    }
+}
+
+#[test]
+fn real_host_keys_debian_and_rhel_appear_clean_with_the_default_policy() {
+    if skip_unless_root("host keys owned by root and ssh_keys") {
+        return;
+    }
+    let d = with_ssh_keys_group("real-host-keys", &[]);
+    real_host_keys(&d);
+    d.check().assert_clean();
+}
+
+#[test]
+fn a_host_key_of_another_group_than_the_allowed_ones_is_added_gid() {
+    if skip_unless_root("a host key owned by root") {
+        return;
+    }
+    let d = with_ssh_keys_group("host-key-users-group", &[]);
+    d.write("/etc/ssh/ssh_host_rsa_key", "key\n");
+    d.chmod("/etc/ssh/ssh_host_rsa_key", 0o640);
+    d.chown("/etc/ssh/ssh_host_rsa_key", Some(0), Some(100));
+    let c = d.check();
+    c.assert_findings(1, &[exp("/etc/ssh/ssh_host_rsa_key", "added", &["gid"])]);
+    let (allowed, actual) = c.change("/etc/ssh/ssh_host_rsa_key", "gid");
+    assert_eq!(allowed, "root (0) or ssh_keys (4242)", "{c}");
+    assert_eq!(actual, "100", "{c}");
+}
+
+#[test]
+fn ssh_keys_unknown_to_the_image_admits_nothing_and_says_so() {
+    if skip_unless_root("a host key owned by root") {
+        return;
+    }
+    // No /etc/group in the image at all, then one without ssh_keys.
+    let d = baked("host-key-no-group-file");
+    d.write("/etc/ssh/ssh_host_ecdsa_key", "key\n");
+    d.chmod("/etc/ssh/ssh_host_ecdsa_key", 0o640);
+    d.chown("/etc/ssh/ssh_host_ecdsa_key", Some(0), Some(4242));
+    let c = d.check();
+    c.assert_findings(1, &[exp("/etc/ssh/ssh_host_ecdsa_key", "added", &["gid"])]);
+    let allowed = c.change("/etc/ssh/ssh_host_ecdsa_key", "gid").0;
+    let allowed = allowed.as_str().unwrap_or_default();
+    assert!(
+        allowed.starts_with(
+            "root (0) or ssh_keys (unknown group: cannot read the image's /etc/group: "
+        ),
+        "{c}"
+    );
+    let d = Dir::standard("host-key-group-unknown");
+    d.write("/etc/group", "root:x:0:\n");
+    d.bake_and_assert_clean(&[]);
+    d.write("/etc/ssh/ssh_host_ecdsa_key", "key\n");
+    d.chmod("/etc/ssh/ssh_host_ecdsa_key", 0o640);
+    d.chown("/etc/ssh/ssh_host_ecdsa_key", Some(0), Some(4242));
+    let c = d.check();
+    c.assert_findings(1, &[exp("/etc/ssh/ssh_host_ecdsa_key", "added", &["gid"])]);
+    let allowed = c.change("/etc/ssh/ssh_host_ecdsa_key", "gid").0;
+    assert_eq!(
+        allowed, "root (0) or ssh_keys (unknown group: not in the image's /etc/group)",
+        "{c}"
+    );
+}
+
+#[test]
+fn a_manifest_baked_with_bare_patterns_checks_with_the_narrow_default() {
+    if skip_unless_root("host keys owned by root and ssh_keys") {
+        return;
+    }
+    // The shape every manifest baked before tables has: strings only.
+    let d = Dir::standard("bare-pattern-manifest");
+    d.write("/etc/group", "root:x:0:\nssh_keys:x:4242:\n");
+    let cfg = d.write_outside(
+        "old.toml",
+        "[policy.allow]\nmay_appear = [\"/etc/ssh/ssh_host_*\", \"/etc/machine-id\"]\n",
+    );
+    d.bake_and_assert_clean(&["--config", s(&cfg)]);
+    let policy = serde_json::to_value(&d.manifest().header.policy).unwrap();
+    assert_eq!(
+        policy["allow"]["may_appear"],
+        serde_json::json!(["/etc/ssh/ssh_host_*", "/etc/machine-id"])
+    );
+    real_host_keys(&d);
+    // Narrow: root:root within 0644 only, so RHEL's root:ssh_keys key is
+    // refused (a new bake with the shipped default admits it).
+    d.check()
+        .assert_findings(1, &[exp("/etc/ssh/ssh_host_ecdsa_key", "added", &["gid"])]);
+    d.chmod("/etc/ssh/ssh_host_ed25519_key", 0o4755);
+    d.check().assert_findings(
+        1,
+        &[
+            exp("/etc/ssh/ssh_host_ecdsa_key", "added", &["gid"]),
+            exp("/etc/ssh/ssh_host_ed25519_key", "added", &["mode"]),
+        ],
+    );
+}
+
+#[test]
+fn a_table_allowance_from_the_config_is_baked_and_enforced() {
+    if skip_unless_root("files owned by root") {
+        return;
+    }
+    let d = Dir::standard("table-allowance");
+    d.write(
+        "/etc/passwd",
+        "root:x:0:0::/root:/bin/sh\ncloud:x:4300:4300::/:/bin/false\n",
+    );
+    let cfg = d.write_outside(
+        "tables.toml",
+        "[[policy.allow.may_appear]]\n\
+         paths = [\"/var/lib/cloud\"]\n\
+         type = \"directory\"\n\
+         mode = \"0755\"\n\
+         owner = [\"cloud\"]\n\
+         group = [4300]\n\
+         below = true\n\
+         [[policy.allow.may_appear]]\n\
+         paths = [\"/srv/agent\"]\n\
+         type = [\"file\", \"symlink\"]\n\
+         mode = \"4755\"\n",
+    );
+    d.bake_and_assert_clean(&["--config", s(&cfg)]);
+    d.mkdir("/var/lib/cloud/instance");
+    d.chmod("/var/lib/cloud", 0o755);
+    d.chown("/var/lib/cloud", Some(4300), Some(4300));
+    d.write("/var/lib/cloud/instance/user-data", "#cloud-config\n");
+    d.chmod("/var/lib/cloud/instance/user-data", 0o600);
+    d.symlink("/usr/bin/tool", "/srv/agent");
+    d.check().assert_clean();
+    d.remove("/srv/agent");
+    d.write("/srv/agent", "agent\n");
+    d.chmod("/srv/agent", 0o4755);
+    d.check().assert_clean();
+    d.chmod("/srv/agent", 0o6755);
+    d.chown("/var/lib/cloud", Some(0), Some(4300));
+    let c = d.check();
+    c.assert_findings(
+        1,
+        &[
+            exp("/srv/agent", "added", &["mode"]),
+            exp("/var/lib/cloud", "added", &["uid"]),
+        ],
+    );
+    assert_eq!(c.change("/var/lib/cloud", "uid").0, "cloud (4300)", "{c}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! `driftd bake`: walk an image root and write its manifest.
 
-use super::{CliError, Status};
+use super::progress::{Goal, Shown};
+use super::{CliError, Color, Status};
 use crate::config::{self, Config};
 use crate::manifest::escape::escape;
 use crate::manifest::{sign, Header, Manifest, FORMAT_VERSION};
 use crate::policy::CompiledPolicy;
-use crate::scan::{self, ScanOptions};
+use crate::scan::{self, ScanControl, ScanOptions};
 use clap::Args;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,10 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
     };
     let key = match &a.signing_key {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| CliError::io("read signing key", p, e))?;
+            // Refused unless only its owner (root or us) and group can read it.
+            let bytes = crate::fsutil::read_secret(p, "signing key")
+                .map_err(|e| CliError(e.to_string()))?;
+            let text = String::from_utf8_lossy(&bytes);
             Some(
                 sign::parse_secret(&text)
                     .map_err(|e| CliError(format!("signing key {}: {e}", p.display())))?,
@@ -84,20 +87,31 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
         ))
     })?;
     let started = std::time::Instant::now();
+    // Progress on a terminal's stderr (NO_COLOR honoured), cleared before
+    // anything else is printed.
+    let shown = Shown::start("baking", || Goal::Open, Color::Auto, true);
+    let control = ScanControl {
+        progress: shown.handle(),
+        ..ScanControl::default()
+    };
     let scan::Collected {
         entries,
         unreadable,
         stats,
-    } = scan::scan_collect(&ScanOptions {
-        root: &root,
-        policy: &policy,
-        threads: a.threads.unwrap_or(cfg.scan.threads),
-    })
+    } = scan::scan_collect_with(
+        &ScanOptions {
+            root: &root,
+            policy: &policy,
+            threads: a.threads.unwrap_or(cfg.scan.threads),
+        },
+        &control,
+    )
     .map_err(|e| CliError(e.to_string()))?;
+    shown.finish();
     if !unreadable.is_empty() {
         let mut msg = format!(
             "bake {}: {} path(s) could not be read; no manifest written:",
-            root.display(),
+            super::shown(&root),
             unreadable.len()
         );
         for (path, reason) in unreadable.iter().take(20) {
@@ -127,9 +141,9 @@ pub fn run(a: BakeArgs) -> Result<Status, CliError> {
         manifest.entries.len(),
         stats.files_hashed,
         stats.bytes_hashed,
-        root.display(),
+        super::shown(&root),
         started.elapsed().as_secs_f64(),
-        a.output.display(),
+        super::shown(&a.output),
         bytes.len(),
         manifest.digest_string(),
         match &manifest.signature {

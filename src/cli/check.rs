@@ -1,5 +1,6 @@
 //! `driftd check`: compare a live tree with a manifest.
 
+use super::progress::{self, Shown};
 use super::report;
 use super::{CliError, Color, Format, Status};
 use crate::check::check_scope;
@@ -41,14 +42,27 @@ pub struct CheckArgs {
 pub fn run(a: CheckArgs) -> Result<Status, CliError> {
     let loaded = super::load_for_verdict(&a.manifest, &a.trusted_key, a.allow_unsigned)?;
     let started = std::time::Instant::now();
+    // Progress on a terminal's stderr, never beside JSON.
+    let shown = Shown::start(
+        "checking",
+        || progress::goal_of(&loaded.manifest),
+        a.color,
+        a.format == Format::Text,
+    );
+    let control = ScanControl {
+        progress: shown.handle(),
+        ..ScanControl::default()
+    };
     let report = check_scope(
         &loaded.manifest,
         &loaded.policy,
         &a.root,
         a.threads,
-        &ScanControl::default(),
+        &control,
+        usize::MAX,
     )
     .map_err(|e| CliError(e.to_string()))?;
+    shown.finish();
     let info = loaded.info();
     let elapsed = started.elapsed();
     match a.format {

@@ -51,9 +51,6 @@ the agent's state: the verdict and the signal outbox survive restarts
 pub fn run(a: GenerateArgs) -> Result<Status, CliError> {
     let man_dir = a.out_dir.join("man");
     let comp_dir = a.out_dir.join("completions");
-    for d in [&man_dir, &comp_dir] {
-        std::fs::create_dir_all(d).map_err(|e| CliError::io("create directory", d, e))?;
-    }
     let mut cmd = super::Cli::command().disable_help_subcommand(true);
     cmd.build();
     let subs: Vec<String> = cmd
@@ -79,10 +76,14 @@ pub fn run(a: GenerateArgs) -> Result<Status, CliError> {
         write_page(&man_dir, sub.clone(), &extra)?;
     }
 
+    // Rendered in memory and written like every other file driftd writes
+    // (the directories are created on the way).
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        use clap_complete::Generator;
         let mut c = super::Cli::command();
-        clap_complete::generate_to(shell, &mut c, "driftd", &comp_dir)
-            .map_err(|e| CliError::io("write completions to", &comp_dir, e))?;
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut c, "driftd", &mut buf);
+        super::write_atomic(&comp_dir.join(shell.file_name("driftd")), &buf, 0o644)?;
     }
     Ok(0)
 }
@@ -96,5 +97,5 @@ fn write_page(dir: &Path, cmd: clap::Command, extra: &str) -> Result<(), CliErro
     man.render(&mut buf)
         .and_then(|()| buf.write_all(extra.as_bytes()))
         .map_err(|e| CliError::io("render man page", &path, e))?;
-    std::fs::write(&path, buf).map_err(|e| CliError::io("write", &path, e))
+    super::write_atomic(&path, &buf, 0o644)
 }

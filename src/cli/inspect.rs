@@ -56,9 +56,15 @@ pub fn run(a: InspectArgs) -> Result<Status, CliError> {
             let _ = writeln!(out);
         }
         Format::Text => {
-            let _ = writeln!(out, "manifest:        {}", a.manifest.display());
+            // Everything from the manifest is escaped (the key id and the
+            // digest are hex, the policy is JSON).
+            let _ = writeln!(out, "manifest:        {}", super::shown(&a.manifest));
             let _ = writeln!(out, "format version:  {}", info.format_version);
-            let _ = writeln!(out, "baked by:        driftd {}", info.driftd_version);
+            let _ = writeln!(
+                out,
+                "baked by:        driftd {}",
+                escape(info.driftd_version.as_bytes())
+            );
             let _ = writeln!(
                 out,
                 "image id:        {}",

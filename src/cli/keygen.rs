@@ -28,7 +28,7 @@ pub fn run(a: KeygenArgs) -> Result<Status, CliError> {
             if p.exists() {
                 return Err(CliError(format!(
                     "refusing to overwrite {} (pass --force)",
-                    p.display()
+                    super::shown(p)
                 )));
             }
         }
@@ -44,8 +44,8 @@ pub fn run(a: KeygenArgs) -> Result<Status, CliError> {
     )?;
     eprintln!(
         "wrote secret key {} and public key {} (key id {})",
-        a.secret_key.display(),
-        a.public_key.display(),
+        super::shown(&a.secret_key),
+        super::shown(&a.public_key),
         sign::key_id(&key.verifying_key())
     );
     Ok(0)

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod generate;
 pub mod inspect;
 pub mod keygen;
+mod progress;
 mod report;
 pub mod run;
 pub mod state;
@@ -25,8 +26,17 @@ pub struct CliError(pub String);
 
 impl CliError {
     pub fn io(op: &str, path: &Path, e: std::io::Error) -> CliError {
-        CliError(format!("{op} {}: {e}", path.display()))
+        CliError(format!("{op} {}: {e}", shown(path)))
     }
+}
+
+/// A path for text output, escaped with the manifest's one codec
+/// ([`crate::manifest::escape`]): a name from an image or a glob may hold
+/// terminal escapes, and is shown losslessly, bytes that are not UTF-8
+/// included, never raw.
+pub(crate) fn shown(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    crate::manifest::escape::escape(path.as_os_str().as_bytes())
 }
 
 impl From<crate::config::ConfigError> for CliError {
@@ -89,13 +99,17 @@ pub enum Color {
 }
 
 impl Color {
+    /// Colour in what goes to stdout.
     fn enabled(self) -> bool {
+        self.enabled_on(std::io::stdout().is_terminal())
+    }
+
+    /// Colour on a stream that is (or is not) a terminal.
+    fn enabled_on(self, terminal: bool) -> bool {
         match self {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
+            Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 }

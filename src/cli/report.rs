@@ -53,14 +53,14 @@ pub fn print_check_json(r: &CheckReport, m: &ManifestInfo, root: &Path, elapsed:
         root: root.display().to_string(),
         manifest: m,
         summary: Summary {
-            findings: r.findings.len(),
+            findings: r.found.held(),
             counts: r.counts,
             entries_checked: Some(r.stats.entries),
             files_hashed: Some(r.stats.files_hashed),
             bytes_hashed: Some(r.stats.bytes_hashed),
             duration_seconds: Some((elapsed.as_secs_f64() * 1000.0).round() / 1000.0),
         },
-        findings: json_findings(&r.findings),
+        findings: r.found.iter().map(FindingRecord::from).collect(),
     });
 }
 
@@ -178,7 +178,7 @@ fn identity(m: &ManifestInfo) -> String {
 
 pub fn print_check_text(r: &CheckReport, m: &ManifestInfo, color: bool) {
     let mut out = std::io::stdout().lock();
-    for f in &r.findings {
+    for f in r.found.iter() {
         let _ = writeln!(out, "{}", finding_line(f, color));
     }
     let verdict = match r.verdict {

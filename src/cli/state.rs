@@ -11,6 +11,7 @@
 use super::{CliError, Format, Status};
 use crate::clock::{now_unix, rfc3339};
 use crate::daemon::state::{StateError, StateStore};
+use crate::manifest::escape::escape;
 use crate::verdict::episode::{Clearance, StateDoc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -68,7 +69,10 @@ pub fn run(a: StateArgs) -> Result<Status, CliError> {
 }
 
 fn show(store: &StateStore, format: Format) -> Result<Status, CliError> {
-    let doc = store.load().map_err(|e| CliError(e.to_string()))?;
+    // The state file's content is quoted by serde in some errors: escaped.
+    let doc = store
+        .load()
+        .map_err(|e| CliError(escape(e.to_string().as_bytes())))?;
     let doc = doc.unwrap_or_default();
     match format {
         Format::Json => {
@@ -88,13 +92,14 @@ fn show(store: &StateStore, format: Format) -> Result<Status, CliError> {
             );
         }
         Format::Text => {
-            println!("state file:  {}", store.path().display());
+            // The state file is only a file: everything from it is escaped.
+            println!("state file:  {}", super::shown(&store.path()));
             match &doc.declared {
                 Some(d) => println!(
                     "drift:       DRIFTED since {} from manifest {} (image {}), {} finding(s)",
                     rfc3339(d.first_detected_unix),
-                    d.manifest_digest,
-                    crate::manifest::escape::escape(d.image_id.as_bytes()),
+                    escape(d.manifest_digest.as_bytes()),
+                    escape(d.image_id.as_bytes()),
                     d.findings_total
                 ),
                 None => println!("drift:       none recorded"),
@@ -106,11 +111,11 @@ fn show(store: &StateStore, format: Format) -> Result<Status, CliError> {
                 println!(
                     "cleared:     the episode of {} was cleared by {} at {}{}",
                     rfc3339(c.first_detected_unix),
-                    c.by,
+                    escape(c.by.as_bytes()),
                     rfc3339(c.cleared_unix),
                     c.reason
                         .as_deref()
-                        .map(|r| format!(": {r}"))
+                        .map(|r| format!(": {}", escape(r.as_bytes())))
                         .unwrap_or_default()
                 );
             }
@@ -150,7 +155,10 @@ fn clear(store: &StateStore, reason: String) -> Result<Status, CliError> {
         Ok(Some(doc)) => doc,
         Ok(None) => StateDoc::default(),
         Err(e @ StateError::Corrupt { .. }) => {
-            eprintln!("driftd: warning: {e}; replacing it with a cleared state");
+            eprintln!(
+                "driftd: warning: {}; replacing it with a cleared state",
+                escape(e.to_string().as_bytes())
+            );
             StateDoc::default()
         }
         Err(e) => return Err(CliError(e.to_string())),
@@ -158,7 +166,7 @@ fn clear(store: &StateStore, reason: String) -> Result<Status, CliError> {
     let Some(latch) = doc.declared.take() else {
         println!(
             "no drift verdict recorded in {}: nothing to clear",
-            store.path().display()
+            super::shown(&store.path())
         );
         return Ok(0);
     };
@@ -182,9 +190,9 @@ fn clear(store: &StateStore, reason: String) -> Result<Status, CliError> {
         "cleared the drift verdict of {} (manifest {}, {} finding(s)) in {}.\n\
          A running agent applies it on reload: systemctl reload driftd (or send it SIGHUP).",
         rfc3339(latch.first_detected_unix),
-        latch.manifest_digest,
+        escape(latch.manifest_digest.as_bytes()),
         latch.findings_total,
-        store.path().display()
+        super::shown(&store.path())
     );
     Ok(0)
 }

@@ -17,11 +17,11 @@ use std::path::PathBuf;
 Checks, in order: the config file (every error at once), the listen \
 address, the root, the state directory, the manifest (readable, intact, \
 signed by a trusted key, its embedded policy compiles), every [[signal]] \
-backend (secret files readable, TLS roots valid, commands executable, \
-built with the feature it needs) and the guard ([signals.guard]: its \
-settings, CA and secret files, this host's id). With --online, the guard \
-also asks its Prometheus the query a held signal would ask, and shows the \
-answer and what it would decide for a drift signal now.
+backend (secret files readable by driftd and safe from others, TLS roots \
+valid, commands executable, built with the feature it needs) and the guard \
+([signals.guard]: its settings, CA and secret files, this host's id). With \
+--online, the guard also asks its Prometheus the query a held signal would \
+ask, and shows the answer and what it would decide for a drift signal now.
 
 Exit status: 0 valid, 2 invalid (each problem is listed).
 
@@ -92,12 +92,19 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         }
         Some(p) => match config::load(p) {
             Ok(c) => {
-                items.ok("config", p.display().to_string());
+                items.ok("config", super::shown(p));
                 c
             }
             Err(e) => {
-                // Nothing else can be judged without the config.
-                items.fail("config", e.to_string());
+                // Nothing else can be judged without the config. With
+                // --image it is the image's, and its errors quote it:
+                // escaped line by line (the codec), the layout kept.
+                let text = e.to_string();
+                let lines: Vec<String> = text
+                    .split('\n')
+                    .map(|l| crate::manifest::escape::escape(l.as_bytes()))
+                    .collect();
+                items.fail("config", lines.join("\n"));
                 return Ok(finish(&items, a.format));
             }
         },
@@ -125,23 +132,29 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         Err(e) => items.fail("listen", e.to_string()),
     }
     match std::fs::metadata(&ag.root) {
-        Ok(m) if m.is_dir() => items.ok("root", ag.root.display().to_string()),
-        Ok(_) => items.fail("root", format!("{}: not a directory", ag.root.display())),
-        Err(e) => items.fail("root", format!("{}: {e}", ag.root.display())),
+        Ok(m) if m.is_dir() => items.ok("root", super::shown(&ag.root)),
+        Ok(_) => items.fail(
+            "root",
+            format!("{}: not a directory", super::shown(&ag.root)),
+        ),
+        Err(e) => items.fail("root", format!("{}: {e}", super::shown(&ag.root))),
     }
     // The agent creates the state directory (systemd does under the unit);
     // in an image it need not exist yet.
     match std::fs::metadata(&ag.state_dir) {
-        Ok(m) if m.is_dir() => items.ok("state_dir", ag.state_dir.display().to_string()),
+        Ok(m) if m.is_dir() => items.ok("state_dir", super::shown(&ag.state_dir)),
         Ok(_) => items.fail(
             "state_dir",
-            format!("{}: not a directory", ag.state_dir.display()),
+            format!("{}: not a directory", super::shown(&ag.state_dir)),
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => items.ok(
             "state_dir",
-            format!("{} (created when the agent starts)", ag.state_dir.display()),
+            format!(
+                "{} (created when the agent starts)",
+                super::shown(&ag.state_dir)
+            ),
         ),
-        Err(e) => items.fail("state_dir", format!("{}: {e}", ag.state_dir.display())),
+        Err(e) => items.fail("state_dir", format!("{}: {e}", super::shown(&ag.state_dir))),
     }
     let rule = crate::trust::Rule::Enforce {
         keys: &ag.trusted_keys,
@@ -160,7 +173,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
                 "manifest",
                 format!(
                     "{}: image {}, {} entries, {trust}",
-                    ag.manifest.display(),
+                    super::shown(&ag.manifest),
                     if m.header.image_id.is_empty() {
                         "(none)".to_string()
                     } else {
@@ -185,7 +198,7 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
             ),
         ),
         Some(p) => match crate::telemetry::webconfig::load(p) {
-            Ok(w) => items.ok("web", format!("{}: {}", p.display(), w.describe())),
+            Ok(w) => items.ok("web", format!("{}: {}", super::shown(p), w.describe())),
             Err(e) => items.fail("web", e.to_string()),
         },
     }

@@ -98,6 +98,9 @@ pub struct AgentConfig {
     pub read_rate_limit: u64,
     /// Most findings listed by /status (counts are always complete).
     pub status_findings_limit: usize,
+    /// Most findings the agent holds in detail and logs per scan (the
+    /// first by path); every finding is counted.
+    pub findings_limit: usize,
 }
 
 impl Default for AgentConfig {
@@ -118,9 +121,13 @@ impl Default for AgentConfig {
             full_scan_jitter: Duration::from_secs(600),
             read_rate_limit: 64 << 20,
             status_findings_limit: 1000,
+            findings_limit: 2000,
         }
     }
 }
+
+/// The largest `findings_limit` (about 200 MB of findings at most).
+pub const MAX_FINDINGS_LIMIT: usize = 1_000_000;
 
 /// `[scan]`: how scans run on this machine (not part of the policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,9 +179,12 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         path: origin.to_path_buf(),
         errors,
     };
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| fail(vec![e.to_string().trim().replace('\n', "\n    ")]))?;
+    // The parser quotes the offending line, which may hold a webhook URL
+    // with credentials: shown redacted.
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = crate::signal::redact::urls_in(e.to_string().trim());
+        fail(vec![msg.replace('\n', "\n    ")])
+    })?;
     let mut errors = Vec::new();
     let defaults = Config::default();
     let mut top = Table::root(doc, &mut errors);
@@ -241,8 +251,15 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         status_findings_limit: ag
             .take("status_findings_limit")
             .unwrap_or(da.status_findings_limit),
+        findings_limit: ag.take("findings_limit").unwrap_or(da.findings_limit),
     };
     ag.finish();
+    if !(1..=MAX_FINDINGS_LIMIT).contains(&agent.findings_limit) {
+        errors.push(format!(
+            "agent.findings_limit: {} is out of range (1 to {MAX_FINDINGS_LIMIT}): it bounds the agent's memory",
+            agent.findings_limit
+        ));
+    }
     if agent.listen.parse::<std::net::SocketAddr>().is_err() {
         errors.push(format!(
             "agent.listen: `{}` is not an address like 127.0.0.1:9847 or [::]:9847",
@@ -289,10 +306,11 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let content_may_differ = allow
         .take("content_may_differ")
         .unwrap_or_else(|| d.allow.content_may_differ.clone());
-    let may_appear = allow
-        .take("may_appear")
-        .unwrap_or_else(|| d.allow.may_appear.clone());
+    let may_appear_v = allow.raw("may_appear");
     allow.finish();
+    let may_appear =
+        crate::policy::parse_may_appear("policy.allow.may_appear", may_appear_v, &mut errors)
+            .unwrap_or_else(|| d.allow.may_appear.clone());
 
     let policy = Policy {
         exclude,
@@ -305,9 +323,16 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         mounts,
     };
     // Semantic checks (globs, attribute names) even when other keys failed,
-    // so one run shows every problem.
+    // so one run shows every problem; a key already reported for its shape
+    // is not reported again for its value.
     if let Err(errs) = CompiledPolicy::new(policy.clone(), "policy") {
-        errors.extend(errs.iter().map(|e| e.to_string()));
+        let shaped = |k: &str| errors.iter().any(|e| related(e.split(": ").next(), k));
+        let fresh: Vec<String> = errs
+            .iter()
+            .filter(|e| !shaped(&e.key))
+            .map(|e| e.to_string())
+            .collect();
+        errors.extend(fresh);
     }
     if errors.is_empty() {
         Ok(Config {
@@ -322,6 +347,14 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// Is one key the other or inside it (`a.b` and `a.b[0]`, `a.b` and `a.b.c`)?
+fn related(a: Option<&str>, b: &str) -> bool {
+    let Some(a) = a else { return false };
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long.strip_prefix(short)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// Read and parse a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -332,153 +365,4 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(text: &str) -> Result<Config, ConfigError> {
-        parse(text, Path::new("test.toml"))
-    }
-
-    #[test]
-    fn empty_config_is_the_default() {
-        assert_eq!(p("").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn shipped_config_parses_and_matches_the_built_in_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftd.toml");
-        let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            cfg,
-            Config::default(),
-            "config/driftd.toml drifted from the code's defaults"
-        );
-    }
-
-    #[test]
-    fn example_configs_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
-        let mut n = 0;
-        let mut kinds = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                let cfg = load(&p).unwrap_or_else(|e| panic!("{e}"));
-                kinds.extend(cfg.signal.iter().map(|b| b.spec.kind()));
-                n += 1;
-            }
-        }
-        assert!(n >= 5, "examples missing from {}", dir.display());
-        for t in backend::BACKENDS {
-            assert!(
-                kinds.contains(t.name),
-                "no example in {} uses the `{}` backend",
-                dir.display(),
-                t.name
-            );
-        }
-    }
-
-    #[test]
-    fn shipped_config_commented_backends_parse() {
-        // Uncomment the [[signal]] examples of config/driftd.toml: they
-        // must be valid as written.
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftd.toml");
-        let text = std::fs::read_to_string(path).unwrap();
-        let tail = &text[text.find("[signals]").unwrap()..];
-        let uncommented: String = tail
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(t)
-                    if t.starts_with("[[signal]]") || t == "[signals.guard]" || is_setting(t) =>
-                {
-                    t.to_string()
-                }
-                _ => l.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let cfg = parse(&uncommented, Path::new("driftd.toml"))
-            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        let kinds: Vec<&str> = cfg.signal.iter().map(|b| b.spec.kind()).collect();
-        assert_eq!(kinds, ["webhook", "aws-autoscaling", "kubernetes", "exec"]);
-        // The guard's keys, at their defaults.
-        let g = cfg.signals.guard.expect("[signals.guard] documented");
-        assert_eq!(g.max_drifted, GuardConfig::MAX_DRIFTED);
-        assert_eq!(
-            (g.settle, g.recheck),
-            (GuardConfig::SETTLE, GuardConfig::RECHECK)
-        );
-        assert_eq!(g.on_error, crate::signal::guard::OnError::Hold);
-        assert!(g.selector.is_some() && g.ca_file.is_some());
-        assert!(matches!(
-            g.auth,
-            crate::signal::guard::spec::Auth::Bearer(_)
-        ));
-        // Every registered backend is documented there, once.
-        let mut documented = kinds.clone();
-        documented.sort_unstable();
-        let mut registered: Vec<&str> = backend::BACKENDS.iter().map(|t| t.name).collect();
-        registered.sort_unstable();
-        assert_eq!(
-            documented, registered,
-            "config/driftd.toml vs signal::backend::BACKENDS"
-        );
-    }
-
-    fn is_setting(t: &str) -> bool {
-        let key = t.split(" = ").next().unwrap_or("");
-        !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    }
-
-    #[test]
-    fn every_error_at_once_with_keys() {
-        let err = p(r#"
-            [scan]
-            threads = "many"
-            thread = 2
-            [policy]
-            exlude = ["/x"]
-            exclude = ["relative/path"]
-            [[policy.rules]]
-            paths = ["/etc/**"]
-            attributes = ["mode", "colour"]
-            [[policy.rules]]
-            attributes = ["mode"]
-            [policy.allow]
-            may_apear = []
-        "#)
-        .unwrap_err();
-        let all = err.to_string();
-        for needle in [
-            "scan.threads:",
-            "scan.thread: unknown key",
-            // As the README shows it: the known keys in the order read.
-            "policy.exlude: unknown key (known keys here: exclude, one_file_system, mounts, rules, allow)",
-            "policy.exclude[0]: pattern `relative/path` must be an absolute path",
-            "policy.rules[0].attributes: unknown attribute `colour`",
-            "policy.rules[1].paths: required",
-            "policy.allow.may_apear: unknown key",
-        ] {
-            assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
-        }
-        assert_eq!(err.errors.len(), 7, "{all}");
-    }
-
-    #[test]
-    fn syntax_errors_name_the_line() {
-        let err = p("[policy\nexclude = 1").unwrap_err();
-        assert!(err.to_string().contains("line 1"), "{err}");
-    }
-
-    #[test]
-    fn wrong_shapes() {
-        let err = p("policy = 3\n").unwrap_err();
-        assert!(err.errors[0].contains("policy: expected a table"), "{err}");
-        let err = p("[policy]\nrules = 3\n").unwrap_err();
-        assert!(
-            err.errors[0].contains("policy.rules: expected an array"),
-            "{err}"
-        );
-    }
-}
+mod tests;

@@ -3,6 +3,7 @@
 //! one channel; the loop turns results into machine events.
 
 use crate::check::{check_scope, CheckError, CheckReport};
+use crate::manifest::bounded::Bounded;
 use crate::scan::{Pacer, ScanControl, ScanError};
 use crate::trust::{self, LoadError};
 use crate::verdict::{LoadKind, Restored, ScanId, ScanKind};
@@ -50,6 +51,8 @@ pub struct Jobs {
     pub allow_unsigned: bool,
     pub store: StateStore,
     pub threads: usize,
+    /// Most findings a scan result holds (`findings_limit`).
+    pub findings_limit: usize,
     pub pacer: Option<Arc<Pacer>>,
     pub tx: mpsc::UnboundedSender<JobResult>,
     cancels: HashMap<ScanId, Arc<AtomicBool>>,
@@ -66,6 +69,7 @@ impl Jobs {
             allow_unsigned: a.allow_unsigned,
             store: StateStore::new(&a.state_dir),
             threads: opts.threads,
+            findings_limit: a.findings_limit,
             pacer: (a.read_rate_limit > 0).then(|| Arc::new(Pacer::new(a.read_rate_limit))),
             tx,
             cancels: HashMap::new(),
@@ -105,12 +109,15 @@ impl Jobs {
             start: None,
             cancel: Some(cancel),
             pacer: self.pacer.clone(),
+            progress: None,
         };
         let (manifest, policy) = (loaded.manifest.clone(), loaded.policy.clone());
         let (root, threads, tx) = (self.root.clone(), self.threads, self.tx.clone());
+        let limit = self.findings_limit;
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let result = check_scope(&manifest, &policy, &root, threads, &control).map(|r| vec![r]);
+            let result =
+                check_scope(&manifest, &policy, &root, threads, &control, limit).map(|r| vec![r]);
             let _ = tx.send(JobResult::Scan(ScanDone {
                 id,
                 kind: ScanKind::Full,
@@ -127,20 +134,35 @@ impl Jobs {
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancels.insert(id, cancel.clone());
         let (manifest, policy) = (loaded.manifest.clone(), loaded.policy.clone());
-        let (root, tx) = (self.root.clone(), self.tx.clone());
+        let (root, tx, limit) = (self.root.clone(), self.tx.clone(), self.findings_limit);
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let result = paths
-                .iter()
-                .map(|p| {
-                    let control = ScanControl {
-                        start: Some(p.clone()),
-                        cancel: Some(cancel.clone()),
-                        pacer: None,
-                    };
-                    check_scope(&manifest, &policy, &root, 1, &control)
-                })
-                .collect();
+            // The findings of all paths are gathered into the first report
+            // as each check ends, so the batch holds at most `limit`.
+            let mut reports: Vec<CheckReport> = Vec::with_capacity(paths.len());
+            let mut result = Ok(());
+            for p in &paths {
+                let control = ScanControl {
+                    start: Some(p.clone()),
+                    cancel: Some(cancel.clone()),
+                    pacer: None,
+                    progress: None,
+                };
+                match check_scope(&manifest, &policy, &root, 1, &control, limit) {
+                    Ok(mut r) => {
+                        if let Some(first) = reports.first_mut() {
+                            let found = std::mem::replace(&mut r.found, Bounded::new(limit));
+                            first.found.merge(found);
+                        }
+                        reports.push(r);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let result = result.map(|()| reports);
             let _ = tx.send(JobResult::Scan(ScanDone {
                 id,
                 kind: ScanKind::Targeted,

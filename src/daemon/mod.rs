@@ -353,6 +353,7 @@ pub async fn run(
             .on_unknown
             .then_some(opts.signals.unknown_grace),
         host_id: host.id.clone(),
+        findings_limit: a.findings_limit,
     };
     let (tx, mut results) = mpsc::unbounded_channel();
     let mut agent = Agent {

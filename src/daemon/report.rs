@@ -3,7 +3,8 @@
 
 use super::jobs::ScanDone;
 use crate::check::CheckError;
-use crate::manifest::diff::{FindingKind, UnreadableKind, Verdict};
+use crate::manifest::bounded::Bounded;
+use crate::manifest::diff::{UnreadableKind, Verdict};
 use crate::manifest::escape::escape;
 use crate::scan::ScanError;
 use crate::telemetry::Metrics;
@@ -14,6 +15,12 @@ use tracing::{error, info, warn};
 /// Log one of the machine's reports.
 pub fn log(r: &Report) {
     match r {
+        Report::FindingsTruncated { total, held, limit } => warn!(
+            findings = total,
+            listed = held,
+            findings_limit = limit,
+            "more findings than findings_limit: the first are listed in /status and logged, all are counted (driftd_drifted_entries)"
+        ),
         Report::Finding(f) => warn!(
             path = %escape(&f.path),
             kind = f.kind.name(),
@@ -108,13 +115,11 @@ pub fn record_scan(done: &ScanDone, m: &Metrics) {
         };
         m.scan(done.kind, result, seconds / reports.len().max(1) as f64);
         m.bytes_hashed.inc_by(r.stats.bytes_hashed);
-        for f in r
-            .findings
-            .iter()
-            .filter(|f| f.kind == FindingKind::Unreadable)
-        {
-            let cause = f.cause.unwrap_or(UnreadableKind::Other);
-            m.scan_errors.with_label_values(&[cause.label()]).inc();
+        for cause in UnreadableKind::ALL {
+            let n = r.found.tally().cause(cause);
+            if n > 0 {
+                m.scan_errors.with_label_values(&[cause.label()]).inc_by(n);
+            }
         }
     }
     if done.kind == ScanKind::Full {
@@ -122,7 +127,7 @@ pub fn record_scan(done: &ScanDone, m: &Metrics) {
         m.last_full_scan_success.set(crate::clock::now_unix());
         info!(
             verdict = r.verdict.name(),
-            findings = r.findings.len(),
+            findings = r.counts.total(),
             entries = r.stats.entries,
             bytes_hashed = r.stats.bytes_hashed,
             seconds,
@@ -134,7 +139,14 @@ pub fn record_scan(done: &ScanDone, m: &Metrics) {
 /// What the machine learns from a finished scan.
 pub fn outcome(done: ScanDone) -> ScanOutcome {
     match done.result {
-        Ok(reports) => ScanOutcome::Done(reports.into_iter().flat_map(|r| r.findings).collect()),
+        Ok(reports) => {
+            let mut found = reports.into_iter().map(|r| r.found);
+            let mut all = found.next().unwrap_or_else(Bounded::unbounded);
+            for f in found {
+                all.merge(f);
+            }
+            ScanOutcome::Done(all)
+        }
         Err(CheckError::Scan(ScanError::Cancelled)) => ScanOutcome::Cancelled,
         Err(e) => ScanOutcome::Failed(e.to_string()),
     }

@@ -2,9 +2,11 @@
 //! an unknown episode, an operator's clearance), as `state.json` in the
 //! state directory.
 //!
-//! The file is written atomically (temporary file, fsync, rename, fsync
-//! of the directory), so a crash leaves either the old or the new state,
-//! never half of one. What it means is decided by the verdict state
+//! The file is written atomically by [`crate::fsutil::write_atomic_with`]
+//! (a new file under a random name, fsync, rename, fsync of the
+//! directory), so a crash leaves either the old or the new state, never
+//! half of one, and nobody who can write into the directory can redirect
+//! it. What it means is decided by the verdict state
 //! machine: memory wins over the file, except for an operator's explicit
 //! clearance (`driftd state clear`).
 
@@ -91,21 +93,17 @@ impl StateStore {
             reason: e.to_string(),
         })?;
         body.push(b'\n');
-        let io = |op, source| StateError::Io {
-            op,
-            path: path.clone(),
-            source,
+        // The owner is set on the new file's descriptor before it is named
+        // (never by path afterwards, which a symlink could redirect).
+        let opts = crate::fsutil::WriteOptions {
+            mode: 0o640,
+            owner_of_dir: rustix::process::geteuid().is_root(),
         };
-        crate::fsutil::write_atomic(&path, &body, 0o640).map_err(|e| io("write state file", e))?;
-        let owner = std::fs::metadata(&self.dir).map_err(|e| io("stat state directory", e))?;
-        let file = std::fs::metadata(&path).map_err(|e| io("stat state file", e))?;
-        use std::os::unix::fs::MetadataExt;
-        let root = rustix::process::geteuid().is_root();
-        if root && (file.uid(), file.gid()) != (owner.uid(), owner.gid()) {
-            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
-                .map_err(|e| io("chown state file", e))?;
-        }
-        Ok(())
+        crate::fsutil::write_atomic_with(&path, &body, opts).map_err(|source| StateError::Io {
+            op: "write state file",
+            path,
+            source,
+        })
     }
 }
 
@@ -126,6 +124,7 @@ mod tests {
             declared: Some(DriftEpisode::declare(
                 "blake3:00",
                 "img",
+                crate::manifest::diff::Counts::of(std::slice::from_ref(&f)),
                 &[&f],
                 1_700_000_000.5,
             )),
@@ -136,6 +135,27 @@ mod tests {
         assert_eq!(store.restore(), Restored::Found(Box::new(doc)));
         store.save(&StateDoc::default()).unwrap();
         assert_eq!(store.load().unwrap(), Some(StateDoc::default()));
+    }
+
+    #[test]
+    fn written_by_root_the_file_gets_the_state_directory_s_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let me = rustix::process::geteuid().as_raw();
+        let owner = if me == 0 {
+            std::os::unix::fs::chown(dir.path(), Some(65534), Some(65533)).unwrap();
+            (65534, 65533)
+        } else {
+            (me, rustix::process::getegid().as_raw())
+        };
+        store.save(&StateDoc::default()).unwrap();
+        let md = std::fs::symlink_metadata(store.path()).unwrap();
+        assert!(md.file_type().is_file());
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (owner.0, owner.1, 0o640)
+        );
     }
 
     #[test]

@@ -334,8 +334,19 @@ impl Counts {
 
     /// Count one finding of kind `k` less.
     pub fn remove(&mut self, k: FindingKind) {
+        self.remove_n(k, 1);
+    }
+
+    /// Count `n` more findings of kind `k`.
+    pub fn add_n(&mut self, k: FindingKind, n: u64) {
         let slot = self.slot(k);
-        *slot = slot.saturating_sub(1);
+        *slot = slot.saturating_add(n);
+    }
+
+    /// Count `n` fewer findings of kind `k`.
+    pub fn remove_n(&mut self, k: FindingKind, n: u64) {
+        let slot = self.slot(k);
+        *slot = slot.saturating_sub(n);
     }
 
     /// Every finding, of all kinds.

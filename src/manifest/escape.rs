@@ -69,8 +69,9 @@ pub fn escape(bytes: &[u8]) -> String {
 /// Why an escaped string could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnescapeError {
-    #[error("unknown escape sequence `\\{0}`")]
-    UnknownEscape(char),
+    /// The byte after the backslash (shown escaped: it may be anything).
+    #[error("unknown escape sequence `\\{}`", escape(&[*.0]))]
+    UnknownEscape(u8),
     #[error("truncated escape sequence at end of field")]
     Truncated,
     #[error("invalid hex digits in `\\x` escape")]
@@ -113,7 +114,7 @@ pub fn unescape_into(s: &[u8], out: &mut Vec<u8>) -> Result<(), UnescapeError> {
                     i += 4;
                     continue;
                 }
-                other => return Err(UnescapeError::UnknownEscape(other as char)),
+                other => return Err(UnescapeError::UnknownEscape(other)),
             }
             i += 2;
         } else if b < 0x20 || b == 0x7f {
@@ -222,7 +223,12 @@ mod tests {
 
     #[test]
     fn bad_escapes_are_errors() {
-        assert_eq!(unescape(b"a\\q"), Err(UnescapeError::UnknownEscape('q')));
+        assert_eq!(unescape(b"a\\q"), Err(UnescapeError::UnknownEscape(b'q')));
+        assert_eq!(
+            UnescapeError::UnknownEscape(0x1b).to_string(),
+            "unknown escape sequence `\\\\x1b`",
+            "the byte is shown escaped, never raw"
+        );
         assert_eq!(unescape(b"a\\"), Err(UnescapeError::Truncated));
         assert_eq!(unescape(b"a\\x4"), Err(UnescapeError::Truncated));
         assert_eq!(unescape(b"a\\xzz"), Err(UnescapeError::BadHex));

@@ -6,6 +6,7 @@
 //! entries into findings ([`diff`]). Reading and writing files is the CLI's
 //! job; producing entries from a live tree is `scan`'s.
 
+pub mod bounded;
 pub mod diff;
 pub mod entry;
 pub mod escape;
@@ -77,9 +78,10 @@ impl Manifest {
     }
 
     /// Parse file bytes (compressed or not) and verify the digest. The
-    /// signature is *not* checked here: see [`sign::verify`].
+    /// signature is *not* checked here: see [`sign::verify`]. Reading is
+    /// bounded (see [`format::budget`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, FormatError> {
-        Manifest::from_vec(bytes.to_vec())
+        Manifest::from_text(&format::decompress(bytes)?)
     }
 
     /// Like [`Manifest::from_bytes`], but frees the compressed bytes as soon
@@ -92,7 +94,21 @@ impl Manifest {
             }
             std::borrow::Cow::Borrowed(_) => bytes,
         };
-        let (body, digest, signature) = format::split_trailer(&text)?;
+        Manifest::from_text(&text)
+    }
+
+    /// Read a manifest from a stream (an open file), inflating it as it
+    /// comes and never beyond the budget of its header: a hostile file
+    /// costs bounded memory and time, and its compressed bytes are never
+    /// all held.
+    pub fn from_reader(r: impl std::io::Read) -> Result<Manifest, format::ReadError> {
+        let text = format::read_text(r)?;
+        Ok(Manifest::from_text(&text)?)
+    }
+
+    /// Split, verify the digest and parse the text form.
+    fn from_text(text: &[u8]) -> Result<Manifest, FormatError> {
+        let (body, digest, signature) = format::split_trailer(text)?;
         let actual = *blake3::hash(body).as_bytes();
         if actual != digest {
             return Err(FormatError::Other(

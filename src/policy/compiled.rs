@@ -1,7 +1,8 @@
 //! The policy compiled into glob matchers, and the errors compiling it
 //! reports (every one at once, each naming its config key).
 
-use super::{AttrSet, Policy, CONTENT_ATTRS};
+use super::allowance::{self, Admission, Compiled, IdNames, Ids, Seen};
+use super::{AttrSet, Id, Policy, CONTENT_ATTRS};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use std::fmt;
 
@@ -60,7 +61,7 @@ pub struct CompiledPolicy {
     exclude: GlobSet,
     rule_sets: Vec<(GlobSet, AttrSet)>,
     content_may_differ: GlobSet,
-    may_appear: GlobSet,
+    may_appear: Vec<Compiled>,
     mounts: GlobSet,
 }
 
@@ -103,11 +104,7 @@ impl CompiledPolicy {
             &format!("{key_prefix}.allow.content_may_differ"),
             &mut errors,
         );
-        let appear = build_set(
-            &policy.allow.may_appear,
-            &format!("{key_prefix}.allow.may_appear"),
-            &mut errors,
-        );
+        let appear = compile_allowances(&policy, key_prefix, &mut errors);
         let mounts = build_set(&policy.mounts, &format!("{key_prefix}.mounts"), &mut errors);
         match (exclude, cmd, appear, mounts) {
             (Some(exclude), Some(content_may_differ), Some(may_appear), Some(mounts))
@@ -171,27 +168,115 @@ impl CompiledPolicy {
         self.mounts.is_match(bytes_path(path))
     }
 
-    /// May `path` exist on the host although the manifest lacks it? True
-    /// when it or one of its ancestors matches `allow.may_appear`.
-    pub fn may_appear(&self, path: &[u8]) -> bool {
-        if self.may_appear.is_empty() {
-            return false;
-        }
-        let mut p = path;
-        loop {
-            if self.may_appear.is_match(bytes_path(p)) {
-                return true;
+    /// May `path`, which the manifest lacks, exist on the host as `seen`?
+    /// Each allowance that names the path (its patterns match it) judges
+    /// the type, mode, owner and group; one that names an ancestor admits
+    /// it only with `below = true`. The first allowance that admits wins;
+    /// if none does, the first refusal is the answer. With `seen` absent
+    /// (the path could not be read) only where it lies is judged, and an
+    /// allowance naming it answers [`Admission::Unverified`]. `ids` holds
+    /// the names of [`CompiledPolicy::id_names`] resolved in the image.
+    pub fn admits(&self, path: &[u8], seen: Option<&Seen<'_>>, ids: &Ids) -> Admission {
+        let mut refused = None;
+        let mut unverified = false;
+        for a in &self.may_appear {
+            if a.set.is_match(bytes_path(path)) {
+                let Some(seen) = seen else {
+                    unverified = true;
+                    continue;
+                };
+                let v = a.violations(seen, ids);
+                if v.is_empty() {
+                    return Admission::Admitted;
+                }
+                refused.get_or_insert(v);
+            } else if let Some(pattern) = a.ancestor_match(path) {
+                if a.below {
+                    return Admission::Admitted;
+                }
+                refused.get_or_insert_with(|| vec![below(pattern, seen)]);
             }
-            match p.iter().rposition(|&b| b == b'/') {
-                Some(0) | None => return false,
-                Some(i) => p = &p[..i],
+        }
+        match refused {
+            _ if unverified => Admission::Unverified,
+            Some(v) => Admission::Refused(v),
+            None => Admission::NotAllowed,
+        }
+    }
+
+    /// The user and group names (other than `root`, always 0) that the
+    /// allowances name: what [`CompiledPolicy::admits`] needs resolved.
+    pub fn id_names(&self) -> IdNames {
+        let mut names = IdNames::default();
+        for a in &self.may_appear {
+            for (ids, set) in [(&a.owner, &mut names.users), (&a.group, &mut names.groups)] {
+                for id in ids {
+                    match id {
+                        Id::Name(n) if n != "root" => {
+                            set.insert(n.clone());
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
+        names
     }
 }
 
+/// The refusal of a path below one an allowance names without `below`.
+fn below(pattern: &str, seen: Option<&Seen<'_>>) -> allowance::Violation {
+    allowance::Violation {
+        attribute: "below",
+        allowed: format!("nothing below {pattern}"),
+        actual: seen.map_or("something".into(), |s| s.kind.to_string()),
+    }
+}
+
+/// Compile `allow.may_appear`: each item's globs and values, every error
+/// with its key (a bare pattern is `may_appear[i]`, a table's keys are
+/// `may_appear[i].paths[j]`, `may_appear[i].mode`, ...).
+fn compile_allowances(
+    policy: &Policy,
+    key_prefix: &str,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Vec<Compiled>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in policy.allow.may_appear.iter().enumerate() {
+        let key = format!("{key_prefix}.allow.may_appear[{i}]");
+        let a = item.allowance();
+        let set = match item {
+            super::Appear::Pattern(p) => match glob(p) {
+                Ok(g) => GlobSetBuilder::new().add(g).build().ok(),
+                Err(reason) => {
+                    errors.push(PolicyError {
+                        key: key.clone(),
+                        reason,
+                    });
+                    None
+                }
+            },
+            super::Appear::Table(_) => build_set(&a.paths, &format!("{key}.paths"), errors),
+        };
+        let mut problems = Vec::new();
+        allowance::check_values(&a, &key, &mut problems);
+        ok &= problems.is_empty();
+        errors.extend(
+            problems
+                .into_iter()
+                .map(|(key, reason)| PolicyError { key, reason }),
+        );
+        match set {
+            Some(set) => out.push(Compiled::new(&a, set)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
 #[cfg(unix)]
-fn bytes_path(b: &[u8]) -> &std::path::Path {
+pub(super) fn bytes_path(b: &[u8]) -> &std::path::Path {
     use std::os::unix::ffi::OsStrExt;
     std::path::Path::new(std::ffi::OsStr::from_bytes(b))
 }

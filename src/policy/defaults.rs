@@ -2,7 +2,7 @@
 //! skips and what first boot legitimately changes. Kept apart so the list a
 //! reviewer audits is one short file.
 
-use super::{Allow, Policy};
+use super::{Allow, Allowance, Appear, Policy};
 
 /// The exclusions a host scan needs whatever the image: kernel and runtime
 /// filesystems, scratch space, logs and caches, and driftd's own state.
@@ -50,8 +50,31 @@ pub fn is_default_mounts(mounts: &[String]) -> bool {
         .eq(DEFAULT_MOUNTS.iter().copied())
 }
 
-/// Files that appear on first boot though no image contains them.
-pub const DEFAULT_MAY_APPEAR: &[&str] = &["/etc/ssh/ssh_host_*", "/etc/machine-id"];
+/// Files that appear on first boot though no image contains them, each as
+/// narrow as a real host allows: sshd's host keys (regular files within
+/// 0644, owned by root, group root or, on RHEL and Fedora, `ssh_keys` with
+/// 0640 private keys) and systemd's machine id (within 0444, root:root).
+pub fn default_may_appear() -> Vec<Appear> {
+    let root = || vec!["root".into()];
+    vec![
+        Appear::Table(Allowance {
+            paths: vec!["/etc/ssh/ssh_host_*".into()],
+            types: vec!["file".into()],
+            mode: "0644".into(),
+            owner: root(),
+            group: vec!["root".into(), "ssh_keys".into()],
+            below: false,
+        }),
+        Appear::Table(Allowance {
+            paths: vec!["/etc/machine-id".into()],
+            types: vec!["file".into()],
+            mode: "0444".into(),
+            owner: root(),
+            group: root(),
+            below: false,
+        }),
+    ]
+}
 
 impl Default for Policy {
     fn default() -> Self {
@@ -64,7 +87,7 @@ impl Default for Policy {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
-                may_appear: DEFAULT_MAY_APPEAR.iter().map(|s| s.to_string()).collect(),
+                may_appear: default_may_appear(),
             },
             mounts: default_mounts(),
         }

@@ -11,21 +11,30 @@
 //! the scanned root (`/etc/passwd`, whatever the root is on disk). `*` and
 //! `?` never match `/`; `**` matches any number of path components. A
 //! pattern that matches a directory also covers everything below it (for
-//! `exclude` and `may_appear`).
+//! `exclude`); an allowance to appear covers what is below it only when it
+//! says `below = true`.
 //!
-//! The attributes and sets of them are in `attr`, the shipped defaults in
-//! `defaults`, and the glob matcher (with its errors) in `compiled`; all are
+//! The attributes and sets of them are in `attr`, the allowances to appear
+//! (and their pure matcher) in `allowance`, the reading of their config
+//! tables in `parse`, the shipped defaults in `defaults`, and the glob
+//! matcher (with its errors) in `compiled`; all are
 //! re-exported here, so callers name `policy::X` whatever file it lives in.
 
+mod allowance;
 mod attr;
 mod compiled;
 mod defaults;
+mod parse;
 
+pub use allowance::{
+    parse_mask, Admission, Allowance, Appear, Id, IdMap, IdNames, Ids, Seen, Violation, TYPE_NAMES,
+};
 pub use attr::{Attr, AttrSet, CONTENT_ATTRS};
 pub use compiled::{CompiledPolicy, PolicyError};
 pub use defaults::{
-    DEFAULT_CONTENT_MAY_DIFFER, DEFAULT_EXCLUDES, DEFAULT_MAY_APPEAR, DEFAULT_MOUNTS,
+    default_may_appear, DEFAULT_CONTENT_MAY_DIFFER, DEFAULT_EXCLUDES, DEFAULT_MOUNTS,
 };
+pub use parse::may_appear as parse_may_appear;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,8 +54,9 @@ pub struct Allow {
     /// Paths whose content may differ from the image, but whose type, mode,
     /// owner and xattrs may not.
     pub content_may_differ: Vec<String>,
-    /// Paths that may appear on the host though the image lacks them.
-    pub may_appear: Vec<String>,
+    /// What may appear on the host though the image lacks it: bare
+    /// patterns (the narrow default) or tables.
+    pub may_appear: Vec<Appear>,
 }
 
 /// The policy as data (validated, not yet compiled).
@@ -76,3 +86,9 @@ pub struct Policy {
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)]
 mod tests;
+
+#[cfg(test)]
+mod allowance_tests;
+
+#[cfg(test)]
+mod parse_tests;

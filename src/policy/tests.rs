@@ -58,14 +58,27 @@ fn content_may_differ_keeps_mode_and_owner() {
 }
 
 #[test]
-fn may_appear_covers_subtrees() {
+fn may_appear_covers_subtrees_only_with_below() {
     let mut pol = Policy::default();
-    pol.allow.may_appear = vec!["/var/lib/cloud".into()];
+    pol.allow.may_appear = vec![Appear::Table(Allowance {
+        types: vec!["directory".into()],
+        mode: "0755".into(),
+        below: true,
+        ..Allowance::narrow(vec!["/var/lib/cloud".into()])
+    })];
     let p = compiled(pol);
-    assert!(p.may_appear(b"/var/lib/cloud"));
-    assert!(p.may_appear(b"/var/lib/cloud/instance/x"));
-    assert!(!p.may_appear(b"/var/lib/cloudy"));
-    assert!(!p.may_appear(b"/var/lib"));
+    let ids = Ids::default();
+    let dir = Seen {
+        kind: "directory",
+        mode: Some(0o755),
+        uid: Some(0),
+        gid: Some(0),
+    };
+    let at = |path: &[u8]| p.admits(path, Some(&dir), &ids);
+    assert_eq!(at(b"/var/lib/cloud"), Admission::Admitted);
+    assert_eq!(at(b"/var/lib/cloud/instance/x"), Admission::Admitted);
+    assert_eq!(at(b"/var/lib/cloudy"), Admission::NotAllowed);
+    assert_eq!(at(b"/var/lib"), Admission::NotAllowed);
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! time, checking each directory's device and inode against what it saw.
 
 use super::meta::Meta;
-use super::{cause_of, errno_text, unreadable, ScanControl, ScanEvent};
+use super::{cause_of, errno_text, unreadable, ScanControl, ScanEvent, Unchecked};
 use crate::manifest::diff::UnreadableKind;
 use rustix::fs::{FileType, Mode, OFlags, RawDir};
 use rustix::io::Errno;
@@ -308,6 +308,11 @@ impl Ancestors {
     /// replaced (renamed, removed, or swapped for a symlink).
     fn fail(&mut self, k: usize, keep_from: usize, e: Option<Errno>) -> Reopen {
         let rel = self.levels[k].rel.clone();
+        // Its entry was reported when the walk went in (always, below the
+        // base): only what is below it goes unchecked.
+        let unchecked = self.levels[k]
+            .seen
+            .map_or(Unchecked::Subtree, Unchecked::Below);
         self.levels.truncate(k);
         self.held_from = keep_from.min(k);
         Reopen::Failed(Box::new(match e {
@@ -315,13 +320,13 @@ impl Ancestors {
                 &rel,
                 UnreadableKind::ChangedWhileRead,
                 "changed while being read (directory replaced)".into(),
-                true,
+                unchecked,
             ),
             Some(e) => unreadable(
                 &rel,
                 cause_of(e),
                 format!("cannot re-open directory: {}", errno_text(e)),
-                true,
+                unchecked,
             ),
         }))
     }

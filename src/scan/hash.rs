@@ -11,7 +11,7 @@
 //! `fstat` replaces the walker's `lstat`: one system call fewer per file.
 
 use super::meta::Meta;
-use super::{cause_of, errno_text, io_cause, unreadable, xattr, ScanControl, ScanEvent};
+use super::{cause_of, errno_text, io_cause, unreadable, xattr, ScanControl, ScanEvent, Unchecked};
 use crate::manifest::diff::UnreadableKind;
 use crate::manifest::{Entry, FileKind};
 use crate::policy::{Attr, AttrSet};
@@ -96,7 +96,9 @@ pub(super) fn hash_worker(
                 },
                 0,
             ),
-            Outcome::Failed((cause, reason)) => (unreadable(&job.rel, cause, reason, false), 0),
+            Outcome::Failed((cause, reason)) => {
+                (unreadable(&job.rel, cause, reason, Unchecked::Path), 0)
+            }
         };
         if events.send((ev, bytes)).is_err() {
             return;

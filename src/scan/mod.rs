@@ -47,6 +47,7 @@
 
 mod dirfd;
 mod hash;
+pub mod ids;
 mod meta;
 mod mounts;
 mod pacer;
@@ -110,7 +111,7 @@ use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Directory descriptors one scan may hold at once (see the module doc).
@@ -143,14 +144,34 @@ pub enum ScanEvent {
         cause: UnreadableKind,
         reason: String,
     },
-    /// A path that could not be checked, and why. `subtree` is set when
-    /// nothing below it could be checked either.
+    /// A path that could not be checked, and why; `unchecked` says how
+    /// much of the tree that leaves unchecked.
     Unreadable {
         path: Box<[u8]>,
         cause: UnreadableKind,
         reason: String,
-        subtree: bool,
+        unchecked: Unchecked,
     },
+}
+
+/// How much an [`ScanEvent::Unreadable`] path leaves unchecked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchecked {
+    /// The path itself.
+    Path,
+    /// The path and everything below it.
+    Subtree,
+    /// Everything below the path: its own entry was reported (an
+    /// [`ScanEvent::Entry`] before this event, made of this metadata), its
+    /// listing failed.
+    Below(Meta),
+}
+
+impl Unchecked {
+    /// Nothing below the path was checked.
+    pub fn below(self) -> bool {
+        self != Unchecked::Path
+    }
 }
 
 /// A mount the walk found over a checked directory.
@@ -201,6 +222,30 @@ pub struct ScanControl {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Limits the read rate of the hashing threads.
     pub pacer: Option<Arc<Pacer>>,
+    /// Counters kept up to date while the scan runs, for a display (the
+    /// CLI's progress line); the agent sets none.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// How far a scan has come, readable from another thread while it runs:
+/// paths done (every event: entries and paths that could not be read) and
+/// bytes hashed. Added to, never reset: one handle may span several scans.
+#[derive(Debug, Default)]
+pub struct Progress {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    /// Paths done so far.
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of file content hashed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 impl ScanControl {
@@ -282,15 +327,21 @@ pub fn scan_with(
         drop(ev_tx);
         drop(job_rx);
         for (ev, bytes) in ev_rx.iter() {
+            let mut hashed = 0;
             match &ev {
                 ScanEvent::Entry { entry, .. } => {
                     stats.entries += 1;
                     if entry.hash.is_some() {
                         stats.files_hashed += 1;
                         stats.bytes_hashed = stats.bytes_hashed.saturating_add(bytes);
+                        hashed = bytes;
                     }
                 }
                 ScanEvent::Partial { .. } | ScanEvent::Unreadable { .. } => stats.unreadable += 1,
+            }
+            if let Some(p) = &control.progress {
+                p.entries.fetch_add(1, Ordering::Relaxed);
+                p.bytes.fetch_add(hashed, Ordering::Relaxed);
             }
             sink(ev);
         }
@@ -311,9 +362,17 @@ pub struct Collected {
 
 /// Scan into a sorted list of entries and a list of unreadable paths.
 pub fn scan_collect(opts: &ScanOptions<'_>) -> Result<Collected, ScanError> {
+    scan_collect_with(opts, &ScanControl::default())
+}
+
+/// [`scan_collect`] with [`ScanControl`] (a progress handle, for `bake`).
+pub fn scan_collect_with(
+    opts: &ScanOptions<'_>,
+    control: &ScanControl,
+) -> Result<Collected, ScanError> {
     let mut entries = Vec::new();
     let mut bad = Vec::new();
-    let stats = scan(opts, &mut |ev| match ev {
+    let stats = scan_with(opts, control, &mut |ev| match ev {
         ScanEvent::Entry { entry, .. } => entries.push(entry),
         ScanEvent::Partial { entry, reason, .. } => bad.push((entry.path, reason)),
         ScanEvent::Unreadable { path, reason, .. } => bad.push((path, reason)),
@@ -327,12 +386,17 @@ pub fn scan_collect(opts: &ScanOptions<'_>) -> Result<Collected, ScanError> {
     })
 }
 
-fn unreadable(path: &[u8], cause: UnreadableKind, reason: String, subtree: bool) -> ScanEvent {
+fn unreadable(
+    path: &[u8],
+    cause: UnreadableKind,
+    reason: String,
+    unchecked: Unchecked,
+) -> ScanEvent {
     ScanEvent::Unreadable {
         path: path.into(),
         cause,
         reason,
-        subtree,
+        unchecked,
     }
 }
 

@@ -310,15 +310,26 @@ fn an_ancestor_swapped_while_closed_makes_its_subtree_changed_while_read() {
         let Err(dirfd::Reopen::Failed(ev)) = stack.top_fd(&budget, &ScanControl::default()) else {
             panic!("the swapped directory was accepted (symlink: {swap_for_symlink})")
         };
+        let ScanEvent::Unreadable {
+            path,
+            cause,
+            reason,
+            unchecked: Unchecked::Below(seen),
+        } = *ev
+        else {
+            panic!("not an unreadable subtree below a reported entry: {ev:?}")
+        };
         assert_eq!(
-            *ev,
-            unreadable(
-                b"/a/b",
+            (&*path, cause, reason.as_str()),
+            (
+                &b"/a/b"[..],
                 UnreadableKind::ChangedWhileRead,
-                "changed while being read (directory replaced)".into(),
-                true
+                "changed while being read (directory replaced)"
             )
         );
+        // What the walk saw going in: the original, now /a/b.orig.
+        let orig = std::fs::metadata(a.join("b.orig")).unwrap();
+        assert_eq!(seen.ino, std::os::unix::fs::MetadataExt::ino(&orig));
         assert_eq!(stack.len(), 2, "/a/b and below are dropped, / and /a stay");
     }
 }

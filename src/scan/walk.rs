@@ -16,7 +16,9 @@ use super::hash::Job;
 use super::meta::Meta;
 use super::mounts::{self, Kind as MountKind, MountTable, Probe};
 use super::xattr::{self, BesideError};
-use super::{cause_of, errno_text, io_cause, unreadable, Mount, ScanControl, ScanEvent, HELD_DIRS};
+use super::{
+    cause_of, errno_text, io_cause, unreadable, Mount, ScanControl, ScanEvent, Unchecked, HELD_DIRS,
+};
 use crate::manifest::diff::UnreadableKind;
 use crate::manifest::paths::join;
 use crate::manifest::FileKind;
@@ -78,7 +80,7 @@ impl Walker<'_> {
                     &rel,
                     io_cause(&e),
                     format!("cannot read xattrs: {e}"),
-                    false,
+                    Unchecked::Path,
                 )),
             }
         }
@@ -90,7 +92,7 @@ impl Walker<'_> {
                 &rel,
                 cause_of(e),
                 format!("cannot list directory: {}", errno_text(e)),
-                true,
+                Unchecked::Below(root_meta),
             )),
         }
     }
@@ -141,7 +143,7 @@ impl Walker<'_> {
                         start,
                         cause_of(e),
                         format!("cannot open parent directory: {}", errno_text(e)),
-                        true,
+                        Unchecked::Subtree,
                     ));
                     return;
                 }
@@ -202,7 +204,11 @@ impl Walker<'_> {
                 "path too long ({len} bytes on disk; the kernel accepts {})",
                 PATH_MAX - 1
             ),
-            !matches!(child.kind, FileType::RegularFile | FileType::Symlink),
+            if matches!(child.kind, FileType::RegularFile | FileType::Symlink) {
+                Unchecked::Path
+            } else {
+                Unchecked::Subtree
+            },
         )
     }
 
@@ -230,7 +236,7 @@ impl Walker<'_> {
                     &rel,
                     cause_of(e),
                     format!("cannot stat: {}", errno_text(e)),
-                    true,
+                    Unchecked::Subtree,
                 ));
                 return Step::Next;
             }
@@ -258,7 +264,7 @@ impl Walker<'_> {
                         &rel,
                         cause_of(e),
                         format!("cannot read link: {}", errno_text(e)),
-                        false,
+                        Unchecked::Path,
                     ));
                     return Step::Next;
                 }
@@ -284,7 +290,7 @@ impl Walker<'_> {
                 Err(BesideError::Io(e)) => Some((io_cause(&e), format!("cannot read xattrs: {e}"))),
             };
             if let Some((cause, reason)) = failure {
-                self.send(unreadable(&rel, cause, reason, false));
+                self.send(unreadable(&rel, cause, reason, Unchecked::Path));
                 return Step::Next;
             }
         }
@@ -365,7 +371,7 @@ impl Walker<'_> {
                 &rel,
                 UnreadableKind::ChangedWhileRead,
                 "changed while being read (directory replaced)".into(),
-                true,
+                Unchecked::Subtree,
             )
         };
         let fd = match dirfd::open_dir(&self.budget, self.control, parent.as_fd(), &name) {
@@ -387,7 +393,11 @@ impl Walker<'_> {
                     &rel,
                     cause_of(e),
                     format!("cannot open directory: {}", errno_text(e)),
-                    true,
+                    if want_xattrs {
+                        Unchecked::Subtree
+                    } else {
+                        Unchecked::Below(meta)
+                    },
                 ));
                 return Step::Next;
             }
@@ -403,7 +413,7 @@ impl Walker<'_> {
                     &rel,
                     cause_of(e),
                     format!("cannot stat directory: {}", errno_text(e)),
-                    true,
+                    Unchecked::Subtree,
                 ));
                 return Step::Next;
             }
@@ -418,7 +428,7 @@ impl Walker<'_> {
                         &rel,
                         io_cause(&e),
                         format!("cannot read xattrs: {e}"),
-                        true,
+                        Unchecked::Subtree,
                     ));
                     return Step::Next;
                 }
@@ -435,7 +445,7 @@ impl Walker<'_> {
                     &rel,
                     cause_of(e),
                     format!("cannot list directory: {}", errno_text(e)),
-                    true,
+                    Unchecked::Below(meta),
                 ));
                 Step::Next
             }

@@ -15,10 +15,11 @@
 //!
 //! The node is `node_name` from the config, else `$NODE_NAME` (the
 //! downward API's `spec.nodeName`), else the hostname, lowercased as the
-//! kubelet does. Credentials: the kubeconfig file if one is configured,
-//! else `kube::Config::infer` (`$KUBECONFIG` or `~/.kube/config`, then
-//! the in-cluster service account). The client is built on the first send
-//! and kept; `new` does no network IO.
+//! kubelet does. Credentials: the kubeconfig file if one is configured
+//! (read as a secret, [`crate::fsutil::read_secret`]: refused when others
+//! can read it), else `kube::Config::infer` (`$KUBECONFIG` or
+//! `~/.kube/config`, then the in-cluster service account). The client is
+//! built on the first send and kept; `new` does no network IO.
 //!
 //! Both patches are idempotent, so a retry after a partial failure (the
 //! condition set, the cordon refused) just does both again. driftd never
@@ -307,8 +308,7 @@ impl NodeCondition {
         let kubeconfig = match kubeconfig {
             None => None,
             Some(path) => {
-                let kc = Kubeconfig::read_from(&path)
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                let kc = read_kubeconfig(&path)?;
                 Some((path, kc))
             }
         };
@@ -394,6 +394,35 @@ impl NodeCondition {
     }
 }
 
+/// The kubeconfig, read as the secret it is ([`crate::fsutil::read_secret`]),
+/// its relative file names made absolute as `Kubeconfig::read_from` does.
+#[cfg(feature = "kube")]
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, String> {
+    let bytes = crate::fsutil::read_secret(path, "kubeconfig").map_err(|e| e.to_string())?;
+    let err = |e: &dyn std::fmt::Display| format!("kubeconfig {}: {e}", path.display());
+    let text = String::from_utf8(bytes).map_err(|e| err(&e))?;
+    let mut kc = Kubeconfig::from_yaml(&text).map_err(|e| err(&e))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let abs = |f: &mut Option<String>| {
+        if let Some(p) = f.as_mut().filter(|p| Path::new(p.as_str()).is_relative()) {
+            *p = dir.join(&*p).to_string_lossy().into_owned();
+        }
+    };
+    for c in kc.clusters.iter_mut().filter_map(|n| n.cluster.as_mut()) {
+        abs(&mut c.certificate_authority);
+    }
+    for a in kc
+        .auth_infos
+        .iter_mut()
+        .filter_map(|n| n.auth_info.as_mut())
+    {
+        abs(&mut a.client_certificate);
+        abs(&mut a.client_key);
+        abs(&mut a.token_file);
+    }
+    Ok(kc)
+}
+
 #[cfg(feature = "kube")]
 impl Backend for NodeCondition {
     fn name(&self) -> &str {
@@ -410,75 +439,4 @@ impl Backend for NodeCondition {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_name_precedence() {
-        let r = resolve_node_name;
-        assert_eq!(r(Some("a"), Some("b"), Some("c")).unwrap(), "a");
-        assert_eq!(r(None, Some("b"), Some("c")).unwrap(), "b");
-        assert_eq!(
-            r(Some(" "), Some(""), Some("Host-C.Example\n")).unwrap(),
-            "host-c.example"
-        );
-        assert!(r(None, None, None).unwrap_err().contains("no node name"));
-        assert!(r(None, None, Some("\n")).is_err());
-    }
-
-    #[test]
-    fn node_names_that_would_change_the_url_are_refused() {
-        for bad in [
-            "a/b",
-            "a?b",
-            "a b",
-            "-a",
-            "a-",
-            "a..b",
-            "A",
-            &"x".repeat(254),
-        ] {
-            assert!(
-                resolve_node_name(Some(bad), None, None).is_err(),
-                "{bad:?} accepted"
-            );
-        }
-        for good in ["node-a", "ip-10-0-0-1.ec2.internal", "0"] {
-            assert_eq!(resolve_node_name(Some(good), None, None).unwrap(), good);
-        }
-    }
-
-    #[test]
-    fn only_the_kubeconfig_moves_into_the_image() {
-        let mut spec = NodeConditionSpec {
-            node_name: Some("/etc/not-a-path".into()),
-            cordon: true,
-            kubeconfig: Some("/etc/driftd/kubeconfig".into()),
-        };
-        spec.rebase(Path::new("/mnt/image"));
-        assert_eq!(
-            spec.kubeconfig.as_deref(),
-            Some(Path::new("/mnt/image/etc/driftd/kubeconfig"))
-        );
-        assert_eq!(spec.node_name.as_deref(), Some("/etc/not-a-path"));
-    }
-
-    #[cfg(not(feature = "kube"))]
-    #[test]
-    fn without_the_feature_the_config_is_read_but_refused() {
-        let spec = NodeConditionSpec {
-            node_name: Some("node-a".into()),
-            cordon: false,
-            kubeconfig: None,
-        };
-        let msg = "this driftd was built without the `kube` feature";
-        assert_eq!(spec.preflight().unwrap_err(), msg);
-        assert_eq!(spec.build("k8s").err().unwrap(), msg);
-    }
-
-    #[test]
-    fn clip_counts_characters() {
-        assert_eq!(clip("abc", 3), "abc");
-        assert_eq!(clip("äbcd", 2), "äb…");
-    }
-}
+mod tests;

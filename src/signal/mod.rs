@@ -20,6 +20,7 @@ pub mod exec;
 pub mod guard;
 pub mod kubernetes;
 pub mod outbox;
+pub mod redact;
 pub mod webhook;
 
 pub use crate::clock::rfc3339;

@@ -6,8 +6,11 @@
 //! `webhook-signature` (`v1,` + base64 HMAC-SHA256 over
 //! `id.timestamp.body`). The secret is read from a file: `whsec_` followed
 //! by base64 (the Standard Webhooks form), or else the file's bytes
-//! (trimmed). TLS uses the system roots, plus `ca_file` if given. Any 2xx
-//! ends the episode; anything else is retried.
+//! (trimmed); it is refused when others could read it or anyone but its
+//! owner could write it ([`crate::fsutil::read_secret`]). Messages show
+//! the URL redacted ([`super::redact::url`]). TLS uses the system roots,
+//! plus `ca_file` if given. Any 2xx ends the episode; anything else is
+//! retried.
 //!
 //! Config: `url` and `secret_file` (required), `ca_file`, `timeout`
 //! (default 10s: the whole request, connecting at most 10s of it).
@@ -46,12 +49,18 @@ fn parse(t: &mut Table<'_>, timeout: Duration) -> Option<Box<dyn BackendSpec>> {
     let secret_file: Option<PathBuf> = t.take("secret_file");
     let ca_file = t.take("ca_file");
     match (url, secret_file) {
-        (Some(url), Some(secret_file)) => Some(Box::new(WebhookSpec {
-            url,
-            secret_file,
-            ca_file,
-            timeout,
-        })),
+        (Some(url), Some(secret_file)) => match checked_url(&url) {
+            Ok(_) => Some(Box::new(WebhookSpec {
+                url,
+                secret_file,
+                ca_file,
+                timeout,
+            })),
+            Err(e) => {
+                t.error("url", e);
+                None
+            }
+        },
         (url, _) => {
             t.error(
                 if url.is_none() { "url" } else { "secret_file" },
@@ -82,8 +91,7 @@ impl BackendSpec for WebhookSpec {
     /// The URL, the secret file and the CA file, as `build` reads them.
     fn preflight(&self) -> Result<String, String> {
         let w = self.webhook(TYPE.name)?;
-        // The host only: the URL may carry credentials in its query.
-        Ok(format!("POST to {}", w.url.host_str().unwrap_or("?")))
+        Ok(format!("POST to {}", w.shown))
     }
 
     fn rebase(&mut self, image_root: &Path) {
@@ -101,6 +109,9 @@ impl BackendSpec for WebhookSpec {
 pub struct Webhook {
     name: String,
     url: reqwest::Url,
+    /// The URL as messages show it: its credentials masked
+    /// ([`super::redact::url`]).
+    shown: String,
     secret: Vec<u8>,
     client: reqwest::Client,
 }
@@ -153,6 +164,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The URL, parsed and checked; a message shows it redacted (a URL may
+/// carry credentials in its userinfo or query).
+fn checked_url(text: &str) -> Result<reqwest::Url, String> {
+    let shown = super::redact::url(text);
+    let url =
+        reqwest::Url::parse(text).map_err(|e| format!("`{shown}` is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!("`{shown}`: only https and http are supported"));
+    }
+    Ok(url)
+}
+
 impl Webhook {
     pub fn new(
         name: &str,
@@ -161,14 +184,13 @@ impl Webhook {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Webhook, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("url `{url}`: {e}"))?;
-        if !matches!(url.scheme(), "https" | "http") {
-            return Err(format!("url `{url}`: only https and http are supported"));
-        }
-        let bytes = std::fs::read(secret_file)
-            .map_err(|e| format!("read secret file {}: {e}", secret_file.display()))?;
+        let url = checked_url(url).map_err(|e| format!("url {e}"))?;
+        let shown = super::redact::url(url.as_str());
+        // Refused unless only its owner (root or us) and group can read it.
+        let bytes =
+            crate::fsutil::read_secret(secret_file, "webhook secret").map_err(|e| e.to_string())?;
         let secret = parse_secret(&bytes)
-            .map_err(|e| format!("secret file {}: {e}", secret_file.display()))?;
+            .map_err(|e| format!("webhook secret {}: {e}", secret_file.display()))?;
         let mut b = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -185,6 +207,7 @@ impl Webhook {
         Ok(Webhook {
             name: name.to_string(),
             url,
+            shown,
             secret,
             client,
         })
@@ -208,14 +231,8 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            // The URL may carry credentials in its query: never log it.
-            .map_err(|e| {
-                format!(
-                    "POST to {}: {}",
-                    self.url.host_str().unwrap_or("?"),
-                    error_chain(&e.without_url())
-                )
-            })?;
+            // The URL may carry credentials: only ever shown redacted.
+            .map_err(|e| format!("POST to {}: {}", self.shown, error_chain(&e.without_url())))?;
         let status = resp.status();
         if status.is_success() {
             Ok(format!("HTTP {status}"))
@@ -251,6 +268,72 @@ mod tests {
         assert_eq!(
             signature(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    /// The config's errors for one webhook table.
+    fn config_errors(url: &str, secret: &Path) -> Vec<String> {
+        let text = format!(
+            "[[signal]]\ntype = \"webhook\"\nurl = {}\nsecret_file = {}\n",
+            toml::Value::String(url.into()),
+            toml::Value::String(secret.display().to_string())
+        );
+        let mut doc: toml::Table = text.parse().unwrap();
+        let mut errors = Vec::new();
+        super::super::backend::parse(doc.remove("signal"), &mut errors);
+        errors
+    }
+
+    #[test]
+    fn urls_in_errors_and_preflight_show_no_credentials() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("hook.secret");
+        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let bad = [
+            "https://ops:PASSWORD@host:99999/hook?token=TOKEN",
+            "ftp://ops:PASSWORD@host/hook?token=TOKEN",
+            "https://ops:PASS/WORD@host/hook?token=TOKEN",
+        ];
+        for url in bad {
+            let errors = config_errors(url, &secret);
+            let all = errors.join("\n");
+            assert_eq!(errors.len(), 1, "{url}: {all}");
+            assert!(all.starts_with("signal[0].url: `"), "{all}");
+            for word in ["PASSWORD", "TOKEN", "WORD"] {
+                assert!(!all.contains(word), "{url}: {all}");
+            }
+            let spec = WebhookSpec {
+                url: url.into(),
+                secret_file: secret.clone(),
+                ca_file: None,
+                timeout: Duration::from_secs(1),
+            };
+            let e = spec.preflight().unwrap_err();
+            assert!(!e.contains("PASSWORD") && !e.contains("TOKEN"), "{e}");
+        }
+        let good = "https://ops:PASSWORD@host.example/hook?token=TOKEN";
+        assert!(config_errors(good, &secret).is_empty());
+        let spec = WebhookSpec {
+            url: good.into(),
+            secret_file: secret.clone(),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            spec.preflight().unwrap(),
+            "POST to https://ops:***@host.example/hook?token=***"
+        );
+        // The secret file is held to the secret rule.
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = spec.preflight().unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "webhook secret {} is readable by others (mode 0644): chmod 0640",
+                secret.display()
+            )
         );
     }
 

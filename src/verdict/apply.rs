@@ -3,10 +3,11 @@
 //! retries.
 
 use super::episode::DriftEpisode;
+use super::findings::Replaced;
 use super::machine::{Machine, ManifestState, Report, MAX_CONFIRM_PATHS};
-use super::reason::ScanKind;
-use crate::manifest::diff::{Finding, UnreadableKind};
-use crate::manifest::paths::in_scope;
+use super::reason::{RescanReason, ScanKind};
+use crate::manifest::bounded::Bounded;
+use crate::manifest::diff::{Counts, Finding, UnreadableKind};
 
 /// A path left unchecked for want of resources, to be checked again.
 fn starved(f: &Finding) -> bool {
@@ -16,12 +17,16 @@ fn starved(f: &Finding) -> bool {
 impl Machine {
     /// A full scan finished: its findings replace everything except the
     /// paths re-checked while it ran (their results are fresher).
-    pub(super) fn full_done(&mut self, findings: Vec<Finding>) {
+    pub(super) fn full_done(&mut self, found: Bounded) {
         let touched = std::mem::take(&mut self.full.touched);
         // Paths it could not check for want of resources (descriptors ran
         // out): the scan is retried, backing off, as if it had failed.
-        let starved = findings.iter().any(starved);
-        let new = self.findings.replace_outside(&touched, findings);
+        let starved = found.failed() > 0;
+        let (new, recheck) = self.findings.replace_outside(&touched, found);
+        if !recheck.is_empty() {
+            let now = self.clock.now();
+            self.debounce.push(recheck, now);
+        }
         self.full.done = true;
         self.full.failure = None;
         if starved {
@@ -34,12 +39,7 @@ impl Machine {
         self.full.last_done_unix = Some(self.clock.unix());
         self.report_new(new);
         if self.latch.is_none() {
-            let drift: Vec<Box<[u8]>> = self
-                .findings
-                .iter()
-                .filter(|f| f.is_drift())
-                .map(|f| f.path.clone())
-                .collect();
+            let drift = self.findings.drift_paths(MAX_CONFIRM_PATHS);
             self.schedule_confirm(drift);
         }
     }
@@ -60,38 +60,53 @@ impl Machine {
 
     /// A re-check of `scope` finished. With `confirming`, drift seen again
     /// is declared.
-    pub(super) fn targeted_done(
-        &mut self,
-        scope: &[Box<[u8]>],
-        findings: Vec<Finding>,
-        confirming: bool,
-    ) {
-        if self.full.running.is_some() {
-            self.full.touched.extend(scope.iter().cloned());
-        }
-        let starved: Vec<Box<[u8]>> = findings
+    pub(super) fn targeted_done(&mut self, scope: &[Box<[u8]>], found: Bounded, confirming: bool) {
+        let mut starved: Vec<Box<[u8]>> = found
             .iter()
             .filter(|f| starved(f))
             .map(|f| f.path.clone())
             .collect();
+        if found.failed() > starved.len() as u64 {
+            // Some are counted, not held: the whole batch again.
+            starved = scope.to_vec();
+        }
         if starved.is_empty() {
             self.targeted.backoff.reset();
         } else {
             self.retry_targeted(starved);
         }
-        let new = self.findings.replace_in(scope, findings);
-        self.report_new(new);
+        // What a confirmation declares: the drift seen in the scope now.
+        let drift = (found.drift() > 0).then(|| {
+            let mut counts = found.counts();
+            counts.unreadable = 0;
+            let held: Vec<Finding> = found
+                .iter()
+                .filter(|f| f.is_drift())
+                .take(super::episode::MAX_RECORDED_FINDINGS)
+                .cloned()
+                .collect();
+            (counts, held, found.drift_paths(MAX_CONFIRM_PATHS))
+        });
+        match self.findings.replace_in(scope, found) {
+            Replaced::Applied(new) => {
+                if self.full.running.is_some() {
+                    self.full.touched.extend(scope.iter().cloned());
+                }
+                self.report_new(new);
+            }
+            // Findings there are counted, not held: a full scan recounts.
+            Replaced::NeedsFullScan => self.request_full(RescanReason::FindingsLimit),
+        }
         if self.latch.is_some() {
             return;
         }
-        let drift: Vec<Box<[u8]>> = self.drift_in(scope).map(|f| f.path.clone()).collect();
-        if drift.is_empty() {
+        let Some((counts, held, paths)) = drift else {
             return;
-        }
+        };
         if confirming {
-            self.declare_from_scope(scope);
+            self.declare(counts, &held);
         } else {
-            self.schedule_confirm(drift);
+            self.schedule_confirm(paths);
         }
     }
 
@@ -101,7 +116,7 @@ impl Machine {
         if self.full.running.is_some() {
             self.full.touched.extend(scope.iter().cloned());
         }
-        let unknown = scope
+        let unknown: Vec<Finding> = scope
             .iter()
             .map(|p| {
                 Finding::unreadable(
@@ -111,8 +126,10 @@ impl Machine {
                 )
             })
             .collect();
-        let new = self.findings.replace_in(&scope, unknown);
-        self.report_new(new);
+        match self.findings.replace_in(&scope, Bounded::from(unknown)) {
+            Replaced::Applied(new) => self.report_new(new),
+            Replaced::NeedsFullScan => self.request_full(RescanReason::FindingsLimit),
+        }
         let delay = self.retry_targeted(scope);
         self.report(Report::ScanFailed {
             kind: ScanKind::Targeted,
@@ -133,12 +150,14 @@ impl Machine {
         delay
     }
 
-    fn declare_from_scope(&mut self, scope: &[Box<[u8]>]) {
+    /// Declare drift: `counts` by kind (exact), `held` the first of them.
+    fn declare(&mut self, counts: Counts, held: &[Finding]) {
         let ManifestState::Loaded(id) = &self.manifest else {
             return;
         };
-        let drift: Vec<&Finding> = self.drift_in(scope).collect();
-        let episode = DriftEpisode::declare(&id.digest, &id.image_id, &drift, self.clock.unix());
+        let drift: Vec<&Finding> = held.iter().collect();
+        let episode =
+            DriftEpisode::declare(&id.digest, &id.image_id, counts, &drift, self.clock.unix());
         self.latch = Some(episode.clone());
         self.targeted.confirm.clear();
         self.targeted.confirm_at = None;
@@ -149,13 +168,6 @@ impl Machine {
                 self.actions.push_back(super::machine::Action::Signal(req));
             }
         }
-    }
-
-    /// The drift findings at or below `scope`.
-    fn drift_in<'a>(&'a self, scope: &'a [Box<[u8]>]) -> impl Iterator<Item = &'a Finding> {
-        self.findings
-            .iter()
-            .filter(move |f| f.is_drift() && scope.iter().any(|s| in_scope(&f.path, s)))
     }
 
     /// Read these paths again after `confirm_delay` before declaring drift.
@@ -173,9 +185,18 @@ impl Machine {
         }
     }
 
+    /// Log the new findings (at most the limit: only held ones are new),
+    /// and once per change of the total, that more exist than are held.
     fn report_new(&mut self, new: Vec<Finding>) {
         for f in new {
             self.report(Report::Finding(f));
+        }
+        if let Some((total, held)) = self.findings.truncation_news() {
+            self.report(Report::FindingsTruncated {
+                total,
+                held,
+                limit: self.findings.limit(),
+            });
         }
     }
 }

@@ -39,17 +39,20 @@ pub struct DriftEpisode {
 }
 
 impl DriftEpisode {
-    /// The episode declared now from these drift findings.
-    pub fn declare(digest: &str, image_id: &str, drift: &[&Finding], now_unix: f64) -> Self {
-        let mut counts = Counts::default();
-        for f in drift {
-            counts.add(f.kind);
-        }
+    /// The episode declared now from drift findings: `counts` of all of
+    /// them by kind, `drift` the first of them.
+    pub fn declare(
+        digest: &str,
+        image_id: &str,
+        counts: Counts,
+        drift: &[&Finding],
+        now_unix: f64,
+    ) -> Self {
         DriftEpisode {
             manifest_digest: digest.to_string(),
             image_id: image_id.to_string(),
             first_detected_unix: now_unix,
-            findings_total: drift.len() as u64,
+            findings_total: counts.total(),
             counts,
             findings: drift
                 .iter()
@@ -205,7 +208,13 @@ mod tests {
     #[test]
     fn a_clearance_names_one_episode() {
         let f = Finding::simple(b"/etc/x", FindingKind::Added);
-        let e = DriftEpisode::declare("blake3:aa", "img", &[&f], 1_800_000_000.123_456);
+        let e = DriftEpisode::declare(
+            "blake3:aa",
+            "img",
+            Counts::of(std::slice::from_ref(&f)),
+            &[&f],
+            1_800_000_000.123_456,
+        );
         let c = Clearance {
             manifest_digest: "blake3:aa".into(),
             first_detected_unix: 1_800_000_000.123_456,

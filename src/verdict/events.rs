@@ -4,6 +4,7 @@
 
 use super::episode::{DriftEpisode, SignalRequest, StateDoc};
 use super::reason::{ManifestProblem, RescanReason, ScanKind};
+use crate::manifest::bounded::Bounded;
 use crate::manifest::diff::Finding;
 use crate::verdict::episode::Clearance;
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub struct Settings {
     pub unknown_grace: Option<Duration>,
     /// The host id, for idempotency keys.
     pub host_id: String,
+    /// Most findings held in detail and logged per result; every finding
+    /// is counted.
+    pub findings_limit: usize,
 }
 
 impl Settings {
@@ -89,8 +93,8 @@ pub struct Loaded {
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScanOutcome {
-    /// It ran: its findings (sorted or not).
-    Done(Vec<Finding>),
+    /// It ran: its findings (every one counted, the first held).
+    Done(Bounded),
     /// It could not run (the root could not be opened, ...).
     Failed(String),
     Cancelled,
@@ -132,6 +136,13 @@ pub enum Action {
 pub enum Report {
     /// A finding not seen before.
     Finding(Finding),
+    /// More findings exist than are held (and logged): said once per
+    /// change of the total.
+    FindingsTruncated {
+        total: u64,
+        held: usize,
+        limit: usize,
+    },
     DriftDeclared(DriftEpisode),
     /// A latch read from the state file at start.
     LatchRestored(DriftEpisode),

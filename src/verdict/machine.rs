@@ -23,7 +23,7 @@
 //! One episode, one idempotency key: the drift latch and the start of an
 //! unknown period are persisted, so restarts and reloads keep both.
 
-use super::episode::{Clearance, DriftEpisode, StateDoc, UnknownEpisode};
+use super::episode::{Clearance, DriftEpisode, UnknownEpisode};
 pub use super::events::*;
 use super::findings::Findings;
 use super::reason::{ManifestProblem, RescanReason};
@@ -89,6 +89,8 @@ pub(super) struct ReloadState {
 #[derive(Debug)]
 pub(super) struct WatchState {
     pub restarting: bool,
+    /// When a failure to watch last started a rescan.
+    pub failed_rescan_at: Option<Instant>,
     pub backoff: Backoff,
     pub restart_at: Option<Instant>,
 }
@@ -132,7 +134,7 @@ impl Machine {
             debounce: Debouncer::new(settings.debounce),
             manifest: ManifestState::NotLoaded,
             last_digest: None,
-            findings: Findings::default(),
+            findings: Findings::new(settings.findings_limit),
             full: FullScan {
                 running: None,
                 requested: Some(RescanReason::Startup),
@@ -165,6 +167,7 @@ impl Machine {
             },
             watch: WatchState {
                 restarting: false,
+                failed_rescan_at: None,
                 backoff: Backoff::new(Duration::from_secs(1), settings.retry_max),
                 restart_at: None,
             },
@@ -236,10 +239,20 @@ impl Machine {
         self.drive();
     }
 
-    /// Some directories could not be watched: rescan (once; the full
-    /// scans cover them from then on).
+    /// Some directories could not be watched (the inotify watch limit):
+    /// rescan, at most once per `full_scan_interval` (directories created
+    /// in a flood would otherwise rescan the host back to back); the
+    /// scheduled full scans cover them meanwhile.
     pub fn handle_watch_failed(&mut self) {
-        self.request_full(RescanReason::WatchFailed);
+        let now = self.clock.now();
+        if self
+            .watch
+            .failed_rescan_at
+            .is_none_or(|t| now >= t + self.settings.full_scan_interval)
+        {
+            self.watch.failed_rescan_at = Some(now);
+            self.request_full(RescanReason::WatchFailed);
+        }
         self.drive();
     }
 
@@ -450,7 +463,9 @@ impl Machine {
         }
         let (paths, confirming) = if self.targeted.confirm_at.is_some_and(|t| now >= t) {
             self.targeted.confirm_at = None;
-            (std::mem::take(&mut self.targeted.confirm), true)
+            // Folded: a path re-checked twice would count its findings twice.
+            let paths = std::mem::take(&mut self.targeted.confirm);
+            (crate::manifest::paths::fold_subtrees(paths), true)
         } else if self.targeted.retry_at.is_some_and(|t| now >= t) {
             self.targeted.retry_at = None;
             let paths = std::mem::take(&mut self.targeted.retry);
@@ -470,22 +485,5 @@ impl Machine {
             paths,
             confirming,
         });
-    }
-
-    /// The state file's content: what memory holds.
-    pub fn state_doc(&self) -> StateDoc {
-        StateDoc {
-            declared: self.latch.clone(),
-            unknown: self.unknown.clone(),
-            cleared: self.cleared.clone(),
-            ..StateDoc::default()
-        }
-    }
-
-    pub(super) fn digest(&self) -> Option<&str> {
-        match &self.manifest {
-            ManifestState::Loaded(id) => Some(&id.digest),
-            _ => None,
-        }
     }
 }

@@ -57,6 +57,10 @@ labels! {
         MountsChanged => "mounts_changed",
         /// The previous full scan failed or was cancelled.
         Retry => "retry",
+        /// A re-check changed a part of the tree whose findings are
+        /// counted, not held (more than `findings_limit`): only a full scan
+        /// can recount them.
+        FindingsLimit => "findings_limit",
     }
 }
 

@@ -293,7 +293,7 @@ impl fmt::Debug for Metrics {
 pub const VERDICTS: [&str; 3] = ["clean", "drifted", "unknown"];
 pub const SCAN_KINDS: [&str; 2] = ["full", "targeted"];
 pub const SCAN_RESULTS: [&str; 5] = ["clean", "drifted", "unknown", "error", "cancelled"];
-pub const RESCAN_REASONS: [&str; 9] = [
+pub const RESCAN_REASONS: [&str; 10] = [
     "startup",
     "interval",
     "sighup",
@@ -303,6 +303,7 @@ pub const RESCAN_REASONS: [&str; 9] = [
     "manifest_changed",
     "mounts_changed",
     "retry",
+    "findings_limit",
 ];
 pub const MANIFEST_ERRORS: [&str; 5] = ["missing", "unreadable", "corrupt", "signature", "policy"];
 pub const SCAN_ERROR_REASONS_ALL: [&str; 6] = [

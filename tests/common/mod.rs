@@ -17,6 +17,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod trees;
+
 use serde_json::Value;
 use std::ffi::{OsStr, OsString};
 use std::fmt;

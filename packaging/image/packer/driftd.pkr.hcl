@@ -137,7 +137,8 @@ build {
   # 4. LAST: bake. Installs /etc/driftd/trusted.pub, writes and verifies
   #    /var/lib/driftd/manifest; the EXIT trap destroys the secret key
   #    whether the bake succeeds or fails (the inline lines run as one
-  #    `sh -e` script). Nothing that changes files may follow: the instance
+  #    `sh -e` script). The key is given to root first: bake (run as root)
+  #    refuses a secret key that another user owns and could rewrite. Nothing that changes files may follow: the instance
   #    is stopped and snapshotted next.
   #    Excluded: cloud-init's per-instance state, and the SSH user's
   #    authorized_keys, which cloud-init rewrites with each instance's key
@@ -149,6 +150,7 @@ build {
   provisioner "shell" {
     inline = [
       "trap 'sudo shred -u /run/driftd/signing.key; sudo rm -rf /run/driftd' EXIT",
+      "sudo chown root:root /run/driftd/signing.key",
       "sudo /usr/lib/driftd/image-bake --signing-key /run/driftd/signing.key --public-key /run/driftd/trusted.pub --image-id '${var.image_id}' --exclude /var/lib/cloud --exclude '/home/${var.ssh_username}/.ssh/authorized_keys'",
     ]
   }

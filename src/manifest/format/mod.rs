@@ -26,18 +26,27 @@
 //! The same tree and policy always give byte-identical output: entries are
 //! sorted, nothing depends on the thread count, the clock or the host.
 //!
+//! An entry's path is canonical: `/` alone (the root), or `/` and
+//! components none of which is empty, `.` or `..` (no `//`, no trailing
+//! `/`), so that no entry names a place outside the root or one place
+//! twice. A manifest is read within a budget its header sets (see
+//! [`budget`]): at most [`MAX_TEXT`] of text, whatever it declares.
+//!
 //! The code is split by direction: `encode` writes the text, `parse` reads
 //! the header and entry lines back, `trailer` splits off and checks the
-//! digest and signature lines, and `compress` holds the zstd framing around
-//! the text. Everything is re-exported here, so callers name one module
-//! (`manifest::format::X`) whatever file an item lives in.
+//! digest and signature lines, `compress` holds the zstd framing around
+//! the text and `budget` what reading it may cost. Everything is
+//! re-exported here, so callers name one module (`manifest::format::X`)
+//! whatever file an item lives in.
 
+pub mod budget;
 mod compress;
 mod encode;
 mod parse;
 mod trailer;
 
-pub use compress::{compress, decompress, MAX_DECOMPRESSED};
+pub use budget::{MAX_ENTRY_MEMORY, MAX_TEXT};
+pub use compress::{compress, decompress, read_text, ReadError, MAX_INPUT};
 pub use encode::{encode_body, encode_entry, encode_text};
 pub use parse::{parse_body, parse_entry};
 pub use trailer::{split_trailer, Split};

@@ -3,9 +3,11 @@
 //! never a panic (the fuzz target holds it to that). Only the canonical
 //! spelling of each field is accepted, so one manifest has one text.
 
+use super::budget::{self, MAX_ENTRY_MEMORY, MAX_XATTRS};
 use super::{line_err, FormatError, COLUMNS};
 use crate::manifest::entry::{Entry, FileKind, Times, Timestamp, Xattrs};
 use crate::manifest::escape::{escape, from_hex, hex32, unescape};
+use crate::manifest::paths::non_canonical;
 use crate::manifest::{Header, FORMAT_VERSION};
 use crate::policy::Policy;
 
@@ -34,17 +36,25 @@ pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
     if !body.is_empty() && !body.ends_with(b"\n") {
         return Err(FormatError::Other("manifest body is truncated".into()));
     }
+    let (header, count, end) = parse_header(body)?;
+    let entries = parse_entries(&body[end..], count, HEADER_LINES)?;
+    Ok((header, entries))
+}
+
+/// Parse the header at the start of `text` (which may hold only the
+/// header: the budget reads it first): the header, the entry count it
+/// declares and where the entry lines begin.
+pub(super) fn parse_header(text: &[u8]) -> Result<(Header, usize, usize), FormatError> {
     // The header is a fixed number of lines; everything after it is entries.
     let mut header_lines: Vec<&[u8]> = Vec::with_capacity(HEADER_LINES);
     let mut pos = 0;
     while header_lines.len() < HEADER_LINES {
-        let Some(nl) = body[pos..].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = text[pos..].iter().position(|&b| b == b'\n') else {
             break;
         };
-        header_lines.push(&body[pos..pos + nl]);
+        header_lines.push(&text[pos..pos + nl]);
         pos += nl + 1;
     }
-    let rest = &body[pos..];
     let mut lines = header_lines
         .into_iter()
         .enumerate()
@@ -68,8 +78,10 @@ pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
     let image_id = utf8_field(no, "image-id", v)?;
     let (no, v) = header_value(&mut lines, "policy")?;
     let policy_json = utf8_field(no, "policy", v)?;
-    let policy: Policy =
-        serde_json::from_str(&policy_json).map_err(|e| line_err(no, format!("policy: {e}")))?;
+    // serde's messages quote the offending text raw (`unknown field
+    // `...``): escaped, as everything from a manifest is in a message.
+    let policy: Policy = serde_json::from_str(&policy_json)
+        .map_err(|e| line_err(no, format!("policy: {}", escape(e.to_string().as_bytes()))))?;
     let (no, v) = header_value(&mut lines, "columns")?;
     if v != COLUMNS.as_bytes() {
         return Err(line_err(
@@ -79,20 +91,32 @@ pub fn parse_body(body: &[u8]) -> Result<(Header, Vec<Entry>), FormatError> {
     }
     let (no, v) = header_value(&mut lines, "entries")?;
     let count: usize = digits(v, 10).ok_or_else(|| line_err(no, "entry count is not a number"))?;
-    let entries = parse_entries(rest, count, HEADER_LINES)?;
-    Ok((
-        Header {
-            format_version,
-            driftd_version,
-            image_id,
-            policy,
-        },
-        entries,
-    ))
+    // Each declared entry takes its slot in the entry array up front.
+    let most = MAX_ENTRY_MEMORY / size_of::<Entry>();
+    if count > most {
+        return Err(line_err(
+            no,
+            format!(
+                "{count} entries declared: at most {most} fit the memory budget of \
+                 {MAX_ENTRY_MEMORY} bytes for parsed entries"
+            ),
+        ));
+    }
+    let header = Header {
+        format_version,
+        driftd_version,
+        image_id,
+        policy,
+    };
+    Ok((header, count, pos))
 }
 
 /// Lines before the first entry.
-const HEADER_LINES: usize = 6;
+pub(super) const HEADER_LINES: usize = 6;
+
+/// The shortest entry line: `/`, a type and twelve `-`, thirteen tabs and
+/// the newline.
+const MIN_LINE: usize = 28;
 
 /// Parse the entry lines (`rest` holds exactly them). `line_offset` is the
 /// line number before the first entry; errors name the line.
@@ -122,10 +146,14 @@ type ParsedLines = (Vec<Entry>, Option<(usize, String)>);
 /// beyond `limit` (reported before anything wrong further down).
 fn parse_lines(rest: &[u8], limit: usize) -> ParsedLines {
     let body = rest.strip_suffix(b"\n").unwrap_or(rest);
-    let mut out: Vec<Entry> = Vec::with_capacity(rest.len() / 100 + 1);
+    // The declared count, which `parse_header` held to the memory budget
+    // (no more than the text can hold: a header may overstate it).
+    let mut out: Vec<Entry> = Vec::with_capacity(limit.min(rest.len() / MIN_LINE + 1));
     if rest.is_empty() {
         return (out, None);
     }
+    // What the entries hold beyond their slots, charged as they are parsed.
+    let mut heap_left = MAX_ENTRY_MEMORY.saturating_sub(limit.saturating_mul(size_of::<Entry>()));
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         if i == limit {
             return (
@@ -143,6 +171,16 @@ fn parse_lines(rest: &[u8], limit: usize) -> ParsedLines {
             Ok(e) => e,
             Err(r) => return (out, Some((i, r))),
         };
+        match heap_left.checked_sub(budget::entry_heap(&e)) {
+            Some(left) => heap_left = left,
+            None => {
+                let reason = format!(
+                    "the entries exceed the memory budget of {MAX_ENTRY_MEMORY} bytes for \
+                     parsed entries"
+                );
+                return (out, Some((i, reason)));
+            }
+        }
         if let Some(prev) = out.last() {
             if prev.path >= e.path {
                 let reason = "entries are not strictly sorted by path (duplicate or out of order)";
@@ -226,11 +264,17 @@ pub fn parse_entry(line: &[u8]) -> Result<Entry, String> {
         return Err("too many fields".into());
     }
     let path = unescape(path_f).map_err(|e| format!("path: {e}"))?;
-    if path.first() != Some(&b'/') {
-        return Err("path must start with `/`".into());
-    }
     if path.contains(&0) {
         return Err("path contains a NUL byte".into());
+    }
+    // Signed or not: a signature says who made a manifest, not that its
+    // paths stay inside the root.
+    if let Some(why) = non_canonical(&path) {
+        return Err(format!(
+            "path `{}` {why}: a manifest path is `/` or `/`-separated names, none \
+             empty, `.` or `..`",
+            escape(&path)
+        ));
     }
     let kind =
         FileKind::from_code(kind_f).ok_or_else(|| format!("unknown type `{}`", escape(kind_f)))?;
@@ -299,6 +343,14 @@ fn parse_xattrs(field: &[u8]) -> Result<Xattrs, String> {
     let mut out: Xattrs = Vec::new();
     if field.is_empty() {
         return Ok(out);
+    }
+    // Before any is built: a line of a million tiny pairs would take
+    // gigabytes parsed.
+    let pairs = field.iter().filter(|&&b| b == b';').count() + 1;
+    if pairs > MAX_XATTRS {
+        return Err(format!(
+            "xattrs: {pairs} listed, more than the {MAX_XATTRS} any file can have"
+        ));
     }
     for pair in field.split(|&b| b == b';') {
         let eq = pair

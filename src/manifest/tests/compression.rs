@@ -6,8 +6,9 @@ use super::*;
 
 /// A manifest of 9,500 entries, over 1 MiB of text: its one frame spans
 /// many zstd blocks (at most 128 KiB of content each) and announces its
-/// size, so reading it takes the exact-size inflate path at a realistic
-/// scale rather than with the few lines the other tests use.
+/// size, so reading it sizes its buffer once (the claim is within the
+/// budget) at a realistic scale rather than with the few lines the other
+/// tests use.
 #[test]
 fn a_manifest_of_many_zstd_blocks_round_trips() {
     let entries = (0..9_500u64)
@@ -55,30 +56,32 @@ fn concatenated_zstd_frames_are_read() {
     assert_eq!(Manifest::from_bytes(&two_frames), Ok(m));
 }
 
-/// A frame header announcing more than MAX_DECOMPRESSED is refused before
-/// anything is inflated.
+/// A frame header announcing more than the ceiling (or anything at all)
+/// is only a claim: the frame is refused for what it holds.
 #[test]
 fn a_frame_announcing_a_huge_size_is_refused() {
-    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd];
-    // Frame header descriptor: 8-byte content size, single segment.
-    frame.push(0xe0);
-    frame.extend_from_slice(&(format::MAX_DECOMPRESSED + 1).to_le_bytes());
-    // One last, raw, empty block.
-    frame.extend_from_slice(&[0x01, 0x00, 0x00]);
-    assert!(matches!(
-        Manifest::from_bytes(&frame),
-        Err(FormatError::Other(_))
-    ));
+    for claim in [format::MAX_TEXT + 1, u64::MAX - 2] {
+        let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd];
+        // Frame header descriptor: 8-byte content size, single segment.
+        frame.push(0xe0);
+        frame.extend_from_slice(&claim.to_le_bytes());
+        // One last, raw, empty block.
+        frame.extend_from_slice(&[0x01, 0x00, 0x00]);
+        assert!(matches!(
+            Manifest::from_bytes(&frame),
+            Err(FormatError::Other(_))
+        ));
+    }
 }
 
 /// 15 bytes found by the fuzzer: a zstd frame header that claims 2 GiB of
-/// content (exactly MAX_DECOMPRESSED) and holds nothing.
+/// content (the old ceiling) and holds nothing.
 const HOSTILE_FRAME: [u8; 15] = [
     0x28, 0xb5, 0x2f, 0xfd, 0xe2, 0x25, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
 ];
 
-/// A corrupt manifest must be an error, not an allocation of whatever its
-/// header claims: a reader that sizes its buffer from the frame header
+/// A corrupt manifest (or a bomb claiming 3 GiB) must be an error, not an
+/// allocation of whatever its header claims: a reader that sizes its buffer from the frame header
 /// aborts the process (`memory allocation of 2147483648 bytes failed`)
 /// wherever memory is limited. Run in a child process (this test binary,
 /// running only the test below) with its address space capped at 1 GiB.
@@ -120,4 +123,14 @@ fn a_tiny_frame_claiming_2_gib_is_refused_without_allocating_it() {
             under an address-space limit"]
 fn hostile_frame_child() {
     assert!(Manifest::from_bytes(&HOSTILE_FRAME).is_err());
+    // A bomb whose frame claims 3 GiB (and holds 1 GiB): the claim sizes
+    // nothing beyond the budget of its one declared entry.
+    let bomb = super::budget::rle_frame_claiming(
+        &super::budget::header_text(1),
+        b'a',
+        1 << 30,
+        Some(3 << 30),
+    );
+    assert!(Manifest::from_bytes(&bomb).is_err());
+    assert!(Manifest::from_reader(bomb.as_slice()).is_err());
 }

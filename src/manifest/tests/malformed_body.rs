@@ -118,7 +118,7 @@ fn body_corruptions() -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "entry count huge",
             set_line(6, b"entries 18446744073709551615"),
-            Other,
+            Line(6),
         ),
         ("entry count too low", set_line(6, b"entries 3"), Line(10)),
         ("entry count zero", set_line(6, b"entries 0"), Line(7)),
@@ -167,6 +167,27 @@ fn body_corruptions() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("raw DEL in path", set_field(8, PATH, b"/a\x7f"), Line(8)),
         ("NUL in path", set_field(8, PATH, b"/a\\x00"), Line(8)),
         ("raw NUL in path", set_field(8, PATH, b"/a\x00"), Line(8)),
+        // Canonical paths only, however spelled: each of these would name
+        // a place outside the root or one place twice.
+        ("trailing slash", set_field(8, PATH, b"/a/"), Line(8)),
+        ("double slash", set_field(8, PATH, b"/a//x"), Line(8)),
+        ("leading double slash", set_field(8, PATH, b"//a"), Line(8)),
+        ("dot component", set_field(8, PATH, b"/a/./x"), Line(8)),
+        ("dot at the end", set_field(8, PATH, b"/a/."), Line(8)),
+        ("dot-dot component", set_field(8, PATH, b"/a/../x"), Line(8)),
+        ("dot-dot at the end", set_field(8, PATH, b"/a/.."), Line(8)),
+        (
+            "dot-dot below the root",
+            set_field(8, PATH, b"/.."),
+            Line(8),
+        ),
+        ("root spelled //", set_field(7, PATH, b"//"), Line(7)),
+        ("root spelled /.", set_field(7, PATH, b"/."), Line(7)),
+        (
+            "dot-dot spelled with escapes",
+            set_field(8, PATH, b"/a\\x2f\\x2e\\x2e"),
+            Line(8),
+        ),
         ("unknown type", set_field(8, TYPE, b"x"), Line(8)),
         ("type in upper case", set_field(8, TYPE, b"F"), Line(8)),
         ("type too long", set_field(8, TYPE, b"ff"), Line(8)),

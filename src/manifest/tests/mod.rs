@@ -9,11 +9,15 @@
 //! `sign` (signatures and key files), `malformed_body` (the table of
 //! corrupted header and entry lines), `malformed_file` (truncation, the
 //! trailer, the container), `compression` (zstd frames, hostile ones
-//! included), `diff` (comparing entries and manifests, verdicts) and
+//! included), `budget` (what a hostile file may make a reader spend),
+//! `diff` (comparing entries and manifests, verdicts), `bounded` (the
+//! bounded list of findings against an unbounded one) and
 //! `properties` (proptest, and a deterministic fuzz of single bytes). This
 //! file holds what they share: entry builders, the base manifest the
 //! corruptions start from, and the editors that corrupt it.
 
+mod bounded;
+mod budget;
 mod compression;
 mod determinism;
 mod diff;

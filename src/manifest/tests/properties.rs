@@ -62,7 +62,17 @@ prop_compose! {
     }
 }
 
-/// Entries with distinct paths (no NUL: the format refuses it).
+/// `/` and the components of `p` that are not empty, `.` or `..`: the
+/// canonical path the format requires.
+fn canonical(p: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = p
+        .split(|&b| b == b'/')
+        .filter(|c| !matches!(*c, b"" | b"." | b".."))
+        .collect();
+    [&b"/"[..], &parts.join(&b'/')].concat()
+}
+
+/// Entries with distinct canonical paths (no NUL: the format refuses it).
 fn entries() -> impl Strategy<Value = Vec<Entry>> {
     btree_map(
         vec(byte().prop_filter("no NUL", |b| *b != 0), 0..10),
@@ -70,9 +80,12 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
         0..12,
     )
     .prop_map(|m| {
-        m.into_iter()
+        let by_path: std::collections::BTreeMap<Vec<u8>, Entry> =
+            m.into_iter().map(|(p, e)| (canonical(&p), e)).collect();
+        by_path
+            .into_iter()
             .map(|(p, mut e)| {
-                e.path = [&b"/"[..], &p].concat().into_boxed_slice();
+                e.path = p.into_boxed_slice();
                 e
             })
             .collect()
@@ -101,6 +114,21 @@ proptest! {
             format::encode_text(&manifest(a)),
             format::encode_text(&manifest(b))
         );
+    }
+
+    /// The parser takes a path exactly when it is canonical (and has no
+    /// NUL), however it is spelled: raw or through escapes.
+    #[test]
+    fn only_canonical_paths_parse(path in vec(byte(), 0..12), escape_all in any::<bool>()) {
+        let field = if escape_all {
+            path.iter().map(|b| format!("\\x{b:02x}")).collect::<String>()
+        } else {
+            crate::manifest::escape::escape(&path)
+        };
+        let line = format!("{field}\tf\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-");
+        let got = format::parse_entry(line.as_bytes());
+        let canonical = crate::manifest::paths::non_canonical(&path).is_none() && !path.contains(&0);
+        prop_assert_eq!(got.is_ok(), canonical, "{:?}: {:?}", line, got);
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn round_trip_odd_paths() {
         b"/-",
         b"/=;",
         b"/\\x41",
-        b"/dir/",
+        b"/dir/...",
         "/\u{1f600}/\u{65e5}\u{672c}".as_bytes(),
     ];
     let entries: Vec<Entry> = paths

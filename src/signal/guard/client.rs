@@ -7,9 +7,10 @@
 //! error, the timeout ([`QUERY_TIMEOUT`], also sent to the server as the
 //! query's `timeout`), a non-success HTTP status and an answer with
 //! `warnings` (partial data) are errors; the caller's `on_error` decides.
-//! Errors name the operation and the URL, never a credential: the bearer
-//! token or the basic-auth password is read from its file for every query
-//! (a rotated file is picked up without a reload), and never logged.
+//! Errors name the operation and the URL (redacted, [`crate::signal::redact`]),
+//! never a credential: the bearer token or the basic-auth password is read
+//! from its file for every query (a rotated file is picked up without a
+//! reload), under the secret-file rule, and never logged.
 
 use super::query::{parse_answer, render, Answer, LookRequest};
 use super::spec::{check_url, Auth, GuardConfig};
@@ -35,40 +36,45 @@ pub trait FleetQuery: Send + Sync {
     fn look<'a>(&'a self, req: &'a LookRequest) -> LookFuture<'a>;
 }
 
-/// A secret from a file: UTF-8, trimmed, non-empty, one line, at most
-/// 64 KiB. Errors name the file, never its content.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SECRET + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("read secret file {}: {e}", path.display()))?;
+/// A secret from a file, read under the secret-file rule
+/// ([`crate::fsutil::read_secret`]: refused when others could read or
+/// write it, or an owner other than root or driftd's user could rewrite
+/// it): UTF-8, trimmed, non-empty, one line, at most 64 KiB. `what` names
+/// it ("bearer token file"); errors name the file, never its content.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
+    let bytes = crate::fsutil::read_secret(path, what).map_err(|e| e.to_string())?;
+    let shown = || format!("{what} {}", path.display());
     if bytes.len() as u64 > MAX_SECRET {
-        return Err(format!(
-            "secret file {}: larger than {MAX_SECRET} bytes",
-            path.display()
-        ));
+        return Err(format!("{}: larger than {MAX_SECRET} bytes", shown()));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("secret file {}: not UTF-8 text", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", shown()))?;
     let t = text.trim();
     if t.is_empty() {
-        return Err(format!("secret file {}: empty", path.display()));
+        return Err(format!("{}: empty", shown()));
     }
     if t.chars().any(char::is_control) {
         return Err(format!(
-            "secret file {}: more than one line, or control characters",
-            path.display()
+            "{}: more than one line, or control characters",
+            shown()
         ));
     }
     Ok(t.to_string())
 }
 
+/// The file of each credential, with the name its messages give it.
+fn secret_of(auth: &Auth) -> Option<(&Path, &'static str)> {
+    match auth {
+        Auth::None => None,
+        Auth::Bearer(f) => Some((f, "bearer token file")),
+        Auth::Basic { password_file, .. } => Some((password_file, "basic auth password file")),
+    }
+}
+
 /// The query API of one Prometheus.
 pub struct PromClient {
     endpoint: reqwest::Url,
-    /// What errors and logs show: the URL as configured (it holds no
-    /// credentials: the config refuses them).
+    /// What errors and logs show: the URL, redacted (the config refuses
+    /// credentials in it; redacted all the same).
     shown: String,
     auth: Auth,
     client: reqwest::Client,
@@ -96,18 +102,12 @@ impl PromClient {
                 .map_err(|e| format!("CA file {}: {e}", ca.display()))?;
             b = b.add_root_certificate(cert);
         }
-        match &cfg.auth {
-            Auth::None => {}
-            Auth::Bearer(f) => {
-                read_secret_file(f)?;
-            }
-            Auth::Basic { password_file, .. } => {
-                read_secret_file(password_file)?;
-            }
+        if let Some((f, what)) = secret_of(&cfg.auth) {
+            read_secret_file(f, what)?;
         }
         let client = b.build().map_err(|e| format!("HTTP client: {e}"))?;
         Ok(PromClient {
-            shown: endpoint.to_string(),
+            shown: crate::signal::redact::url(endpoint.as_str()),
             endpoint,
             auth: cfg.auth.clone(),
             client,
@@ -131,11 +131,14 @@ impl PromClient {
             .form(&[("query", q.as_str()), ("timeout", timeout.as_str())]);
         match &self.auth {
             Auth::None => {}
-            Auth::Bearer(f) => r = r.bearer_auth(read_secret_file(f)?),
+            Auth::Bearer(f) => r = r.bearer_auth(read_secret_file(f, "bearer token file")?),
             Auth::Basic {
                 user,
                 password_file,
-            } => r = r.basic_auth(user, Some(read_secret_file(password_file)?)),
+            } => {
+                let pw = read_secret_file(password_file, "basic auth password file")?;
+                r = r.basic_auth(user, Some(pw));
+            }
         }
         let mut resp = r
             .send()
@@ -200,27 +203,48 @@ mod tests {
 
     #[test]
     fn secret_files_are_one_trimmed_line() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
-        std::fs::write(&p, "  tok3n\n").unwrap();
-        assert_eq!(read_secret_file(&p).unwrap(), "tok3n");
+        let write = |content: &[u8], mode: u32| {
+            std::fs::write(&p, content).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(b"  tok3n\n", 0o600);
+        assert_eq!(read_secret_file(&p, "bearer token file").unwrap(), "tok3n");
         for (content, needle) in [
             (&b"\n\n"[..], "empty"),
             (b"a\nb\n", "more than one line"),
             (b"\xff\xfe", "not UTF-8"),
         ] {
-            std::fs::write(&p, content).unwrap();
-            let e = read_secret_file(&p).unwrap_err();
+            write(content, 0o600);
+            let e = read_secret_file(&p, "bearer token file").unwrap_err();
             assert!(
                 e.contains(needle) && e.contains(&p.display().to_string()),
                 "{e}"
             );
         }
-        std::fs::write(&p, vec![b'a'; 70_000]).unwrap();
-        assert!(read_secret_file(&p).unwrap_err().contains("larger than"));
-        let e = read_secret_file(&dir.path().join("missing")).unwrap_err();
+        write(&[b'a'; 70_000], 0o600);
+        assert!(read_secret_file(&p, "x")
+            .unwrap_err()
+            .contains("larger than"));
+        let e = read_secret_file(&dir.path().join("missing"), "bearer token file").unwrap_err();
         assert!(
-            e.starts_with("read secret file ") && e.contains("missing"),
+            e.starts_with("read bearer token file ") && e.contains("missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_files_others_could_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "tok3n\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret_file(&p, "bearer token file").unwrap_err();
+        assert!(
+            e.contains("readable by others") && e.contains("chmod 0640") && !e.contains("tok3n"),
             "{e}"
         );
     }

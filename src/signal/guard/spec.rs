@@ -82,7 +82,7 @@ impl GuardConfig {
         };
         format!(
             "Prometheus at {}, max_drifted {}, settle {} (+ up to half), recheck {}, on_error {}{}{}{auth}",
-            self.prometheus_url,
+            crate::signal::redact::url(&self.prometheus_url),
             self.max_drifted,
             humantime::format_duration(self.settle),
             humantime::format_duration(self.recheck),
@@ -100,22 +100,24 @@ impl GuardConfig {
 }
 
 /// Is `url` a usable query API base? (http or https, a host, no
-/// credentials, no query or fragment.)
+/// credentials, no query or fragment.) Messages show it redacted
+/// ([`crate::signal::redact::url`]): a URL refused for holding a secret
+/// must not echo it.
 pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("`{url}`: {e}"))?;
+    let shown = crate::signal::redact::url(url);
+    let u = reqwest::Url::parse(url).map_err(|e| format!("`{shown}`: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("`{url}`: only http and https are supported"));
+        return Err(format!("`{shown}`: only http and https are supported"));
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{url}`: no host"));
+        return Err(format!("`{shown}`: no host"));
     }
     if !u.username().is_empty() || u.password().is_some() {
-        // Not echoed: it holds a secret.
-        return Err("credentials in the URL: use basic_auth_user and basic_auth_password_file (secrets are read from files)".into());
+        return Err(format!("`{shown}`: credentials in the URL: use basic_auth_user and basic_auth_password_file (secrets are read from files)"));
     }
     if u.query().is_some() || u.fragment().is_some() {
         return Err(format!(
-            "`{url}`: no query or fragment (the path is the API prefix)"
+            "`{shown}`: no query or fragment (the path is the API prefix)"
         ));
     }
     Ok(u)
@@ -354,6 +356,12 @@ mod tests {
             ("ftp://p:21", "only http and https"),
             ("http://user:hunter2@p:9090", "credentials in the URL"),
             ("http://p:9090/?x=1", "no query"),
+            (
+                "http://p:9090/?token=hunter2",
+                "`http://p:9090/?token=***`: no query",
+            ),
+            // Does not parse: still shown redacted.
+            ("http://user:hunter2/x@p:9090", "`http://user:***@p:9090`: "),
             ("prometheus:9090", "only http and https"),
             ("not a url", "relative URL"),
         ] {

@@ -142,7 +142,7 @@ fn parse(
     slots: &Arc<Semaphore>,
     errors: &mut Vec<String>,
 ) -> Option<WebConfig> {
-    let text = match files.read(path) {
+    let text = match files.read_config(path) {
         Ok(t) => t,
         Err(e) => {
             errors.push(format!("cannot read the file: {e}"));

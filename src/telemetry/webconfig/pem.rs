@@ -1,15 +1,23 @@
 //! The PEM material of `tls_server_config`: from a `*_file` key (a path,
 //! relative to the config's directory) or its inline twin, parsed into
 //! certificates and a private key, each problem named with its key and
-//! path. Key material is never quoted in a message.
+//! path. Key material is never quoted in a message. The private key is a
+//! secret: its file (or the config holding it inline) is refused when
+//! others could read it or anyone but its owner could write it.
 
 use super::source::Files;
 use super::yaml::Table;
+use crate::fsutil::SecretError;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{Error, InconsistentKeys};
+
+/// The key naming the private key's file: read as a secret, refused when
+/// others could read it or anyone but its owner write it (see
+/// [`crate::fsutil::read_secret`]).
+const PRIVATE_KEY_FILE: &str = "key_file";
 
 /// PEM text from a `*_file` key or its inline twin, with where it came
 /// from (the key and the path) for messages.
@@ -56,26 +64,46 @@ pub(super) fn read(
         }
         (Some(name), None) => {
             let path = files.resolve(&name);
-            match files.read(&path) {
+            let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+            let read = if file_key == PRIVATE_KEY_FILE {
+                files
+                    .read_secret(&path, "TLS private key")
+                    .map_err(|e| match e {
+                        SecretError::Io { source, .. } => cannot_read(source),
+                        unsafe_file => unsafe_file.to_string(),
+                    })
+            } else {
+                files.read(&path).map_err(cannot_read)
+            };
+            match read {
                 Ok(bytes) => Given::Pem(Pem {
                     key: t.key(file_key),
                     origin: path.display().to_string(),
                     bytes,
                 }),
                 Err(e) => {
-                    t.error(
-                        file_key,
-                        format_args!("cannot read {}: {e}", path.display()),
-                    );
+                    t.error(file_key, e);
                     Given::Failed
                 }
             }
         }
-        (None, Some(text)) => Given::Pem(Pem {
-            key: t.key(inline_key),
-            origin: "the inline PEM".into(),
-            bytes: text.into_bytes(),
-        }),
+        (None, Some(text)) => {
+            // A private key written inline makes the config file a secret.
+            let problem = if file_key == PRIVATE_KEY_FILE {
+                files.config_as_secret()
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                t.error(inline_key, problem);
+                return Given::Failed;
+            }
+            Given::Pem(Pem {
+                key: t.key(inline_key),
+                origin: "the inline PEM".into(),
+                bytes: text.into_bytes(),
+            })
+        }
         (None, None) => Given::Absent,
     }
 }

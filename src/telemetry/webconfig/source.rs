@@ -15,7 +15,8 @@ use tokio::sync::Semaphore;
 
 /// What identifies one version of a file: a replaced file (new inode, as
 /// an atomic rename or a Kubernetes secret update makes) or one rewritten
-/// in place (size, or mtime to the nanosecond) both differ.
+/// in place (size, or mtime to the nanosecond) both differ, and so does a
+/// chmod or chown (a key refused for its mode is retried once fixed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stamp {
     dev: u64,
@@ -23,6 +24,8 @@ pub(super) struct Stamp {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    mode: u32,
+    uid: u32,
 }
 
 impl Stamp {
@@ -36,6 +39,8 @@ impl Stamp {
             size: m.size(),
             mtime: m.mtime(),
             mtime_nsec: m.mtime_nsec(),
+            mode: m.mode(),
+            uid: m.uid(),
         })
     }
 }
@@ -47,6 +52,8 @@ pub(super) struct Files {
     /// Relative names in the config are resolved against its directory.
     dir: PathBuf,
     seen: Vec<(PathBuf, Option<Stamp>)>,
+    /// The config file's mode and owner, as read ([`Files::read_config`]).
+    config: Option<(PathBuf, u32, u32)>,
 }
 
 impl Files {
@@ -54,7 +61,44 @@ impl Files {
         Files {
             dir: config.parent().map(Path::to_path_buf).unwrap_or_default(),
             seen: Vec::new(),
+            config: None,
         }
+    }
+
+    /// Read the config file itself, remembering the mode and owner of the
+    /// file read (the opened one), for [`Files::config_as_secret`].
+    pub(super) fn read_config(&mut self, path: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        self.seen.push((path.to_path_buf(), Stamp::of(path)));
+        let mut f = std::fs::File::open(path)?;
+        let md = f.metadata()?;
+        self.config = Some((path.to_path_buf(), md.mode(), md.uid()));
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Why the config file, holding an inline private key, is no safe
+    /// place for one (the rule of [`crate::fsutil::read_secret`]).
+    pub(super) fn config_as_secret(&self) -> Option<String> {
+        let (path, mode, uid) = self.config.as_ref()?;
+        let me = rustix::process::geteuid().as_raw();
+        let problem = crate::fsutil::secret_problem(*mode, *uid, me)?;
+        Some(format!(
+            "the web config {} holds a private key and {problem}",
+            path.display()
+        ))
+    }
+
+    /// Read a secret (a private key): refused unless only its owner and
+    /// group could read it ([`crate::fsutil::read_secret`]).
+    pub(super) fn read_secret(
+        &mut self,
+        path: &Path,
+        what: &str,
+    ) -> Result<Vec<u8>, crate::fsutil::SecretError> {
+        self.seen.push((path.to_path_buf(), Stamp::of(path)));
+        crate::fsutil::read_secret(path, what)
     }
 
     /// `name` as written in the config, resolved against its directory.

@@ -70,6 +70,30 @@ fn a_changed_certificate_or_key_file_is_reloaded() {
 }
 
 #[test]
+fn a_rotated_key_refused_for_its_mode_is_taken_once_chmod_fixes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new();
+    let ca = Ca::new("ca");
+    d.server_cert(&ca);
+    let s = source(&d, TLS);
+    let first = s.current();
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    d.write("server.pem", &leaf.cert_pem);
+    d.write("server.key", &leaf.key_pem);
+    let chmod = |m| {
+        std::fs::set_permissions(d.path("server.key"), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    chmod(0o644);
+    assert!(Arc::ptr_eq(&first, &s.current()), "a key others can read");
+    assert_eq!(s.reload_failures(), 1);
+    // Only the mode changes: that is a change too.
+    chmod(0o640);
+    let next = s.current();
+    assert!(!Arc::ptr_eq(&first, &next));
+    assert_eq!(s.reload_failures(), 1);
+}
+
+#[test]
 fn a_broken_reload_keeps_the_last_good_config_until_fixed() {
     let d = Dir::new();
     d.server_cert(&Ca::new("ca"));

@@ -99,7 +99,8 @@ impl Dir {
     }
 
     /// Write `name` by renaming a new file over it (a new inode, as a
-    /// rotation tool or a Kubernetes secret update does).
+    /// rotation tool or a Kubernetes secret update does), mode 0600 (a key
+    /// must be: see `fsutil::read_secret`).
     pub(super) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
         if let Some(parent) = path.parent() {
@@ -107,6 +108,8 @@ impl Dir {
         }
         let tmp = self.path(&format!("{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         path
     }

@@ -311,3 +311,50 @@ fn versions_suites_order_and_curves_reach_the_server_config() {
     assert!(!c.tls().unwrap().ignore_client_order);
     assert!(c.describe().contains("(TLS13, no client certificates)"));
 }
+
+#[test]
+fn a_private_key_others_could_read_or_rewrite_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, ca) = setup();
+    let chmod = |name: &str, m| {
+        std::fs::set_permissions(d.path(name), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let key = d.path("server.key").display().to_string();
+    for (m, why) in [
+        (0o644, "is readable by others (mode 0644): chmod 0640"),
+        (0o660, "is writable by its group (mode 0660): chmod 0640"),
+    ] {
+        chmod("server.key", m);
+        let path = d.write("web.yml", TLS);
+        let e = super::load(&path).unwrap_err().errors;
+        assert_eq!(
+            e,
+            [format!(
+                "tls_server_config.key_file: TLS private key {key} {why}"
+            )]
+        );
+    }
+    // The certificate is no secret; the key at 0640 or 0600 is fine.
+    chmod("server.pem", 0o644);
+    for m in [0o640, 0o600] {
+        chmod("server.key", m);
+        assert!(ok(&d, TLS).tls().is_some());
+    }
+    // Inline, the key makes the web config a secret.
+    let leaf = d.server_cert(&ca);
+    let text = format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key: |\n    {}\n",
+        leaf.key_pem.replace('\n', "\n    ")
+    );
+    assert!(ok(&d, &text).tls().is_some(), "at 0600");
+    let path = d.write("web.yml", &text);
+    chmod("web.yml", 0o604);
+    let e = super::load(&path).unwrap_err().errors;
+    assert_eq!(
+        e,
+        [format!(
+            "tls_server_config.key: the web config {} holds a private key and is readable by others (mode 0604): chmod 0600",
+            path.display()
+        )]
+    );
+}

@@ -46,7 +46,7 @@ async fn no_signal_is_asked_for_without_backends() {
     };
     let mut t = T::start_with(s, Restored::Missing, Ok(id("aa")));
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     t.drift("/x").await;
     assert!(!t.asked(|a| matches!(a, Action::Signal(_))));
 }
@@ -60,7 +60,7 @@ async fn an_unknown_episode_starts_when_unknown_settles_and_ends_when_clean() {
     );
     let (scan, _) = t.full_started();
     tokio::time::advance(Duration::from_secs(2)).await;
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/r")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/r")].into()));
     let u = t.m.view().unknown.cloned().unwrap();
     assert_eq!(
         (u.since_unix, u.manifest_digest.as_deref()),
@@ -136,7 +136,7 @@ async fn a_new_image_ends_the_unknown_episode() {
 async fn drift_ends_an_unknown_episode() {
     let mut t = T::start_with(with_grace(), Restored::Missing, Ok(id("aa")));
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/r")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/r")].into()));
     assert!(t.m.view().unknown.is_some());
     t.drift("/x").await;
     assert!(t.m.view().unknown.is_none());

@@ -24,7 +24,10 @@ fn finish_full(t: &mut T) {
         Action::StartFullScan { id, .. } => Some(*id),
         _ => None,
     });
-    t.m.handle_scan_done(running.expect("a full scan"), ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(
+        running.expect("a full scan"),
+        ScanOutcome::Done(Vec::new().into()),
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -121,7 +124,7 @@ async fn only_a_manifest_with_another_digest_starts_a_new_life() {
         "the new life is recorded"
     );
     t.m.handle_persisted(Ok(()));
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict().0, Verdict::Clean);
 }
 
@@ -155,7 +158,7 @@ async fn clearing_is_an_explicit_act_naming_the_episode() {
     let (scan, _) = t.full_started();
     assert!(t.asked(|a| matches!(a, Action::Report(Report::LatchCleared(_)))));
     assert_ne!(t.verdict().0, Verdict::Drifted);
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict().0, Verdict::Clean);
     assert_eq!(
         t.m.state_doc().cleared.unwrap().by,
@@ -216,7 +219,7 @@ async fn an_unreadable_state_file_is_never_overwritten_until_drift_is_declared()
         Ok(id("aa")),
     );
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/r")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/r")].into()));
     assert_eq!(
         t.verdict(),
         (Verdict::Unknown, VerdictReason::StateUnusable)

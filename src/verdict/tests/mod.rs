@@ -5,6 +5,7 @@
 
 mod episodes;
 mod latch;
+mod limit;
 mod scans;
 mod timers;
 
@@ -31,6 +32,7 @@ pub fn settings() -> Settings {
         signals: true,
         unknown_grace: None,
         host_id: "host-1".into(),
+        findings_limit: 1000,
     }
 }
 
@@ -98,7 +100,7 @@ impl T {
     pub fn clean() -> T {
         let mut t = T::start(Restored::Missing, Ok(id("aa")));
         let (scan, _) = t.full_started();
-        t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+        t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
         t.persisted_ok();
         assert_eq!(t.verdict(), (Verdict::Clean, VerdictReason::AllChecked));
         t.drain();
@@ -183,12 +185,13 @@ impl T {
         self.advance(Duration::from_millis(200)).await;
         let (scan, paths, confirming) = self.targeted_started();
         assert_eq!((paths, confirming), (vec![p(path)], false));
-        self.m.handle_scan_done(scan, ScanOutcome::Done(found));
+        self.m
+            .handle_scan_done(scan, ScanOutcome::Done(found.into()));
         if let Some(c) = confirm {
             self.advance(Duration::from_millis(100)).await;
             let (scan, _, confirming) = self.targeted_started();
             assert!(confirming);
-            self.m.handle_scan_done(scan, ScanOutcome::Done(c));
+            self.m.handle_scan_done(scan, ScanOutcome::Done(c.into()));
         }
     }
 

@@ -11,7 +11,7 @@ async fn unknown_until_the_first_full_scan_then_clean() {
     );
     let (scan, reason) = t.full_started();
     assert_eq!(reason, RescanReason::Startup);
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict(), (Verdict::Clean, VerdictReason::AllChecked));
     assert!(t.m.view().message.is_none());
 }
@@ -49,7 +49,7 @@ async fn a_failed_full_scan_is_unknown_never_the_previous_clean_and_retried_5s_d
     let (scan, _) = t.full_started();
     t.m.handle_scan_done(
         scan,
-        ScanOutcome::Done(vec![f("/etc/evil", FindingKind::Added)]),
+        ScanOutcome::Done(vec![f("/etc/evil", FindingKind::Added)].into()),
     );
     assert_eq!(
         t.verdict(),
@@ -60,7 +60,7 @@ async fn a_failed_full_scan_is_unknown_never_the_previous_clean_and_retried_5s_d
     assert_eq!((paths, confirming), (vec![p("/etc/evil")], true));
     t.m.handle_scan_done(
         scan,
-        ScanOutcome::Done(vec![f("/etc/evil", FindingKind::Added)]),
+        ScanOutcome::Done(vec![f("/etc/evil", FindingKind::Added)].into()),
     );
     assert_eq!(
         t.verdict(),
@@ -131,7 +131,7 @@ async fn a_failed_recheck_makes_every_path_of_its_batch_unknown_and_retries_the_
     );
     t.advance(Duration::from_secs(1)).await;
     let (scan, _, _) = t.targeted_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict(), (Verdict::Clean, VerdictReason::AllChecked));
 }
 
@@ -149,7 +149,7 @@ async fn drift_is_confirmed_before_it_is_declared_and_then_sticks() {
     assert_eq!((paths, confirming), (vec![p("/etc/x")], true));
     t.m.handle_scan_done(
         scan,
-        ScanOutcome::Done(vec![f("/etc/x", FindingKind::Modified)]),
+        ScanOutcome::Done(vec![f("/etc/x", FindingKind::Modified)].into()),
     );
     assert_eq!(
         t.verdict(),
@@ -186,7 +186,7 @@ async fn drift_found_by_a_full_scan_is_confirmed_too() {
     let (scan, _) = t.full_started();
     t.m.handle_scan_done(
         scan,
-        ScanOutcome::Done(vec![f("/x", FindingKind::Added), unreadable("/r")]),
+        ScanOutcome::Done(vec![f("/x", FindingKind::Added), unreadable("/r")].into()),
     );
     assert_eq!(
         t.verdict(),
@@ -199,7 +199,10 @@ async fn drift_found_by_a_full_scan_is_confirmed_too() {
         (vec![p("/x")], true),
         "unreadable paths are not drift to confirm"
     );
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![f("/x", FindingKind::Added)]));
+    t.m.handle_scan_done(
+        scan,
+        ScanOutcome::Done(vec![f("/x", FindingKind::Added)].into()),
+    );
     assert_eq!(t.verdict().0, Verdict::Drifted);
 }
 
@@ -207,7 +210,7 @@ async fn drift_found_by_a_full_scan_is_confirmed_too() {
 async fn unreadable_paths_are_unknown_until_they_can_be_checked() {
     let mut t = T::start(Restored::Missing, Ok(id("aa")));
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/root/x")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/root/x")].into()));
     assert_eq!(
         t.verdict(),
         (Verdict::Unknown, VerdictReason::PathsUnreadable)
@@ -224,7 +227,7 @@ async fn recheck_results_during_a_full_scan_win() {
     t.recheck("/etc", vec![f("/etc/new", FindingKind::Added)], None)
         .await;
     // The full scan read /etc before the change and saw nothing there.
-    t.m.handle_scan_done(full, ScanOutcome::Done(vec![unreadable("/usr/old")]));
+    t.m.handle_scan_done(full, ScanOutcome::Done(vec![unreadable("/usr/old")].into()));
     let paths: Vec<_> = t.m.view().findings.iter().map(|f| f.path.clone()).collect();
     assert_eq!(paths, vec![p("/etc/new"), p("/usr/old")]);
 }
@@ -233,7 +236,7 @@ async fn recheck_results_during_a_full_scan_win() {
 async fn each_finding_is_reported_once() {
     let mut t = T::start(Restored::Missing, Ok(id("aa")));
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/x")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/x")].into()));
     let reports = |acts: Vec<Action>| {
         acts.into_iter()
             .filter(|a| matches!(a, Action::Report(Report::Finding(_))))
@@ -242,7 +245,7 @@ async fn each_finding_is_reported_once() {
     assert_eq!(reports(t.drain()), 1);
     t.m.handle_events_lost();
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/x")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![unreadable("/x")].into()));
     assert_eq!(reports(t.drain()), 0);
 }
 
@@ -262,12 +265,15 @@ async fn outcomes_of_scans_of_a_replaced_manifest_are_ignored() {
         })
         .unwrap();
     assert_eq!(new.1, RescanReason::ManifestChanged);
-    t.m.handle_scan_done(old, ScanOutcome::Done(vec![f("/x", FindingKind::Added)]));
+    t.m.handle_scan_done(
+        old,
+        ScanOutcome::Done(vec![f("/x", FindingKind::Added)].into()),
+    );
     assert_eq!(
         t.verdict(),
         (Verdict::Unknown, VerdictReason::FirstScanPending)
     );
-    t.m.handle_scan_done(new.0, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(new.0, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict().0, Verdict::Clean);
 }
 
@@ -282,12 +288,12 @@ async fn paths_a_scan_could_not_check_for_want_of_descriptors_are_checked_again(
     };
     let mut t = T::start(Restored::Missing, Ok(id("aa")));
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![starved("/usr/x")]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![starved("/usr/x")].into()));
     assert_eq!(t.verdict(), (Verdict::Unknown, VerdictReason::ScanFailed));
     t.advance(Duration::from_secs(5)).await;
     let (scan, reason) = t.full_started();
     assert_eq!(reason, RescanReason::Retry);
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict().0, Verdict::Clean);
     // A re-check that ran short retries just those paths.
     t.recheck("/etc", vec![starved("/etc/a")], None).await;
@@ -295,6 +301,6 @@ async fn paths_a_scan_could_not_check_for_want_of_descriptors_are_checked_again(
     t.advance(Duration::from_secs(5)).await;
     let (scan, paths, _) = t.targeted_started();
     assert_eq!(paths, vec![p("/etc/a")]);
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(t.verdict().0, Verdict::Clean);
 }

@@ -22,7 +22,7 @@ async fn rescans_follow_the_interval_plus_fresh_jitter() {
         LoadKind::Start,
     );
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(
         t.m.poll_timeout().unwrap() - start,
         Duration::from_secs(100)
@@ -35,7 +35,7 @@ async fn rescans_follow_the_interval_plus_fresh_jitter() {
     t.advance(Duration::from_secs(1)).await;
     let (scan, reason) = t.full_started();
     assert_eq!(reason, RescanReason::Interval);
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(
         t.m.poll_timeout().unwrap() - start,
         Duration::from_secs(205),
@@ -85,6 +85,28 @@ async fn lost_events_and_unwatchable_directories_mean_a_full_rescan() {
     );
     let mut t = T::clean();
     t.m.handle_watch_failed();
+    let (scan, reason) = t.full_started();
+    assert_eq!(reason, RescanReason::WatchFailed);
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
+    // More directories that cannot be watched (a flood of new ones at the
+    // watch limit): no storm, at most one rescan per full_scan_interval.
+    for _ in 0..100 {
+        t.advance(Duration::from_secs(1)).await;
+        t.m.handle_watch_failed();
+        assert!(
+            !t.drain()
+                .iter()
+                .any(|a| matches!(a, Action::StartFullScan { .. })),
+            "a rescan storm"
+        );
+    }
+    // An interval later (its own scan runs meanwhile), a failure rescans
+    // again.
+    t.advance(Duration::from_secs(3600)).await;
+    let (scan, reason) = t.full_started();
+    assert_eq!(reason, RescanReason::Interval);
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
+    t.m.handle_watch_failed();
     assert_eq!(t.full_started().1, RescanReason::WatchFailed);
 }
 
@@ -101,7 +123,7 @@ async fn no_deadline_in_the_past_while_a_recheck_runs_or_without_a_manifest() {
         t.m.poll_timeout().unwrap() > now,
         "a due batch waits for the running re-check"
     );
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     let (_, paths, _) = t.targeted_started();
     assert_eq!(paths, vec![p("/b")]);
     // Without a manifest nothing is scanned and nothing stays due.
@@ -173,7 +195,7 @@ async fn a_corrupt_or_untrusted_manifest_is_not_retried_but_an_unreadable_state_
         Ok(id("aa")),
     );
     let (scan, _) = t.full_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert_eq!(
         t.verdict(),
         (Verdict::Unknown, VerdictReason::StateUnusable)
@@ -200,6 +222,6 @@ async fn a_hint_alone_changes_nothing_shown_and_a_started_recheck_does() {
     t.advance(Duration::from_millis(200)).await;
     assert!(t.m.take_changed(), "a re-check started");
     let (scan, _, _) = t.targeted_started();
-    t.m.handle_scan_done(scan, ScanOutcome::Done(vec![]));
+    t.m.handle_scan_done(scan, ScanOutcome::Done(Vec::new().into()));
     assert!(t.m.take_changed());
 }
