@@ -1,12 +1,15 @@
 //! The alerting kit in `packaging/prometheus/` against the real tools and
 //! against the metrics driftd exports:
 //!
-//! - `promtool check rules` and `promtool test rules` on the alert rules
-//!   and their unit tests, `promtool check config` on the example
-//!   Prometheus config, `amtool check-config` on the example Alertmanager
-//!   config;
+//! - `promtool check rules` and `promtool test rules` on the alert and
+//!   recording rules and their unit tests, `promtool check config` on the
+//!   example Prometheus config, `amtool check-config` on the example
+//!   Alertmanager config, and that config in a real Alertmanager (the
+//!   fleet alert inhibits the per-host pages of its image, one
+//!   notification per image);
 //! - the unit tests can fail: one mutation per alert (a threshold or a
-//!   `for` one step looser) must make `promtool test rules` fail;
+//!   `for` one step looser), and per recording rule that can be told
+//!   wrong, must make `promtool test rules` fail;
 //! - every metric the rules, their tests and the Grafana dashboard use is
 //!   one driftd exports, or `up`, and every label they match or group by,
 //!   with every value they match, is one it exports: all read at run time
@@ -14,7 +17,9 @@
 //!   (`driftd::telemetry::metrics::Metrics`), so a metric added, renamed or
 //!   given a new label value there is followed here without an edit;
 //! - every alert has its labels and annotations, a RUNBOOK.md section, and
-//!   unit tests both firing and not firing.
+//!   unit tests both firing and not firing; every recording rule follows
+//!   the `level:metric:operations` naming, is unit-tested and is in
+//!   RUNBOOK.md's table.
 //!
 //! Needs `promtool` (Debian: `apt-get install prometheus`) and `amtool`
 //! (`apt-get install prometheus-alertmanager`); `.ci/setup` installs both.
@@ -158,13 +163,21 @@ fn run(program: &Path, args: &[&str]) -> Output {
 /// appear.
 const BACKENDS: [&str; 1] = ["webhook"];
 
-/// Families whose only series carry run-time data (which manifest is
-/// loaded), so `Metrics::new()` cannot create them up front and a fresh
-/// rendering lacks them: (name, type, label names). Used only while the
-/// rendering lacks the family; once it has it, the rendering wins and
-/// this entry must agree with it.
-const SET_AT_RUN_TIME: [(&str, &str, &[&str]); 1] =
-    [("driftd_manifest_info", "gauge", &["image_id", "digest"])];
+/// Families a fresh rendering may lack: (name, type, label names). Their
+/// only series carry run-time data (which manifest is loaded, which host
+/// this is), so `Metrics::new()` cannot create them up front; and the
+/// fleet guard's metrics (issue 13), which the fleet rules use and the
+/// agent side defines. Used only while the rendering lacks the family;
+/// once it has it, the rendering wins and this entry must agree with it.
+const SET_AT_RUN_TIME: [(&str, &str, &[&str]); 7] = [
+    ("driftd_manifest_info", "gauge", &["image_id", "digest"]),
+    ("driftd_host_info", "gauge", &["host_id", "hostname"]),
+    ("driftd_signal_held", "gauge", &["backend"]),
+    ("driftd_guard_hosts", "gauge", &[]),
+    ("driftd_guard_drifted", "gauge", &[]),
+    ("driftd_guard_limit", "gauge", &[]),
+    ("driftd_guard_errors_total", "counter", &[]),
+];
 
 /// Why a name can be missing from the exposition, for failure messages.
 const NOT_EXPORTED: &str = "(read from Metrics::new() with register_backends; a family with \
@@ -172,9 +185,11 @@ const NOT_EXPORTED: &str = "(read from Metrics::new() with register_backends; a 
      or list it in SET_AT_RUN_TIME in tests/alert_rules.rs)";
 
 /// Labels whose values are data (the build, the manifest, the config's
-/// backend names), not a bounded set the agent creates at start: a query
-/// may match any value of these.
-const DATA_LABELS: [&str; 4] = ["version", "image_id", "digest", "backend"];
+/// backend names, the host), not a bounded set the agent creates at start:
+/// a query may match any value of these.
+const DATA_LABELS: [&str; 6] = [
+    "version", "image_id", "digest", "backend", "host_id", "hostname",
+];
 
 /// One metric family of the exposition: its type, its label names (a
 /// histogram's `le` excluded) and every value each label takes in the
@@ -985,10 +1000,66 @@ fn alertmanager_routes_pages_to_the_pager_and_the_rest_to_tickets() {
     }
 }
 
-/// Each mutation loosens one alert by one step (a threshold or its `for`);
-/// the unit tests' edge cases must catch every one.
-const MUTATIONS: [(&str, &str, &str); 13] = [
+/// Each mutation loosens one rule by one step (a threshold or its `for`),
+/// or breaks what makes it robust (counting each host once, paging for a
+/// host without image labels); the unit tests' edge cases must catch
+/// every one. Every alert has at least one; a recording rule has one
+/// where it can be told wrong.
+const MUTATIONS: [(&str, &str, &str); 26] = [
+    (
+        "digest:driftd_host_info:count",
+        "group by (image_id, digest, host_id) (",
+        "(",
+    ),
+    (
+        "digest:driftd_drift_detected:sum",
+        "max by (image_id, digest, host_id) (",
+        "(",
+    ),
+    (
+        "digest:driftd_signal_held:sum",
+        "max by (image_id, digest, host_id) (",
+        "(",
+    ),
+    (
+        "verdict:driftd_verdict:sum",
+        "max by (verdict, host_id) (",
+        "(",
+    ),
+    ("DriftdFleetMassDrift", ">= 3", ">= 2"),
+    ("DriftdFleetMassDrift", "> 0.1", ">= 0.1"),
+    ("DriftdFleetMassDrift", ">= 10", ">= 9"),
     ("DriftdDriftDetected", "for: 0m", "for: 1m"),
+    (
+        "DriftdDriftDetected",
+        "group by (job, instance) (driftd_drift_detected)",
+        "group by (job, instance) (driftd_manifest_info)",
+    ),
+    (
+        "DriftdDriftNotRemediated",
+        "group by (job, instance) (driftd_first_detection_timestamp_seconds)",
+        "group by (job, instance) (driftd_manifest_info)",
+    ),
+    (
+        "DriftdDriftNotRemediated",
+        "unless on(job, instance) driftd_signal_held == 1",
+        "",
+    ),
+    (
+        "DriftdSignalsHeld",
+        "min_over_time(driftd_signal_held[20m]) and driftd_signal_held offset 20m\n",
+        "min_over_time(driftd_signal_held[19m]) and driftd_signal_held offset 20m\n",
+    ),
+    (
+        "DriftdSignalsHeld",
+        " and driftd_signal_held offset 20m\n",
+        "\n",
+    ),
+    (
+        "DriftdSignalsHeld",
+        "group by (job, instance) (driftd_signal_held)",
+        "group by (job, instance) (driftd_manifest_info)",
+    ),
     ("DriftdDriftNotRemediated", "> 1800", "> 1740"),
     (
         "DriftdDriftNotRemediated",
@@ -1022,27 +1093,41 @@ fn rule_unit_tests_catch_a_loosened_rule() {
     };
     let rules = read(RULES);
     let tests = read(RULE_TESTS);
-    let names: BTreeSet<String> = alerts(&rules).into_iter().map(|a| a.name).collect();
-    let mutated: BTreeSet<String> = MUTATIONS.iter().map(|m| m.0.to_owned()).collect();
-    assert_eq!(names, mutated, "every alert needs a mutation");
+    let all = rules_of(&rules);
+    let names: BTreeSet<&str> = all
+        .iter()
+        .filter(|(alert, _)| *alert)
+        .map(|(_, a)| a.name.as_str())
+        .collect();
+    let mutated: BTreeSet<&str> = MUTATIONS.iter().map(|m| m.0).collect();
+    assert!(
+        names.is_subset(&mutated),
+        "every alert needs a mutation: {:?}",
+        names.difference(&mutated).collect::<Vec<_>>()
+    );
     let dir = tempfile::Builder::new()
         .prefix("alert-rules-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("create temp dir");
     std::fs::write(dir.path().join("driftd.rules.test.yml"), &tests).expect("write tests");
-    for (alert, from, to) in MUTATIONS {
-        // Replace `from` inside this alert's rule only.
+    for (name, from, to) in MUTATIONS {
+        let alert = names.contains(name);
+        // Replace `from` inside this rule only: from its `- alert:` or
+        // `- record:` line to the next rule.
+        let key = if alert { "alert" } else { "record" };
         let start = rules
-            .find(&format!("- alert: {alert}\n"))
-            .unwrap_or_else(|| panic!("no rule {alert}"));
-        let end = rules[start + 1..]
-            .find("- alert: ")
+            .find(&format!("- {key}: {name}\n"))
+            .unwrap_or_else(|| panic!("no rule {name}"));
+        let end = ["- alert: ", "- record: "]
+            .iter()
+            .filter_map(|k| rules[start + 1..].find(k))
+            .min()
             .map_or(rules.len(), |e| start + 1 + e);
         let rule = &rules[start..end];
         assert_eq!(
             rule.matches(from).count(),
             1,
-            "`{from}` must occur once in {alert}:\n{rule}"
+            "`{from}` must occur once in {name}:\n{rule}"
         );
         let broken = format!(
             "{}{}{}",
@@ -1059,11 +1144,16 @@ fn rule_unit_tests_catch_a_loosened_rule() {
         assert_ne!(
             out.code,
             Some(0),
-            "the unit tests pass although {alert} has `{to}` instead of `{from}`:\n{}",
+            "the unit tests pass although {name} has `{to}` instead of `{from}`:\n{}",
             out.text
         );
-        out.assert_contains("FAILED")
-            .assert_contains(&format!("alertname: {alert},"));
+        // The rule's own test fails, not only one that uses it.
+        let own = if alert {
+            format!("alertname: {name},")
+        } else {
+            format!("expr: \"{name}\",")
+        };
+        out.assert_contains("FAILED").assert_contains(&own);
     }
 }
 
@@ -1079,6 +1169,8 @@ fn every_alert_is_documented_labelled_and_tested() {
     assert!(alerts.len() >= 9, "{alerts:?}");
     let names: BTreeSet<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
     for required in [
+        "DriftdFleetMassDrift",
+        "DriftdSignalsHeld",
         "DriftdDriftDetected",
         "DriftdDriftNotRemediated",
         "DriftdVerdictUnknown",
@@ -1137,6 +1229,45 @@ fn every_alert_is_documented_labelled_and_tested() {
             "{RULE_TESTS} tests unknown alert {name}"
         );
     }
+}
+
+#[test]
+fn every_recording_rule_is_named_tested_and_documented() {
+    let rules = read(RULES);
+    let tests = read(RULE_TESTS);
+    let runbook = read(RUNBOOK);
+    let records: Vec<Alert> = rules_of(&rules)
+        .into_iter()
+        .filter_map(|(alert, r)| (!alert).then_some(r))
+        .collect();
+    assert!(records.len() >= 4, "{records:?}");
+    let tested: BTreeSet<String> = yaml_values(&tests.lines().collect::<Vec<_>>(), "expr")
+        .into_iter()
+        .map(|e| e.trim().to_owned())
+        .collect();
+    for r in &records {
+        let name = &r.name;
+        let parts: Vec<&str> = name.split(':').collect();
+        assert!(
+            parts.len() == 3
+                && parts.iter().all(|p| !p.is_empty())
+                && parts[1].starts_with("driftd_"),
+            "{name}: a recording rule is named level:metric:operations, the metric a driftd_ one"
+        );
+        assert!(
+            tested.contains(name.as_str()),
+            "{RULE_TESTS}: no promql_expr_test with `expr: {name}`"
+        );
+        assert!(
+            runbook.contains(&format!("| `{name}` |")),
+            "{RUNBOOK}: `{name}` is not in the table of recording rules"
+        );
+    }
+    // Before the alerts: a group's rules run in order, so the alerts read
+    // the counts of the same evaluation.
+    let first_alert = rules.find("- alert: ").expect("an alert");
+    let last_record = rules.rfind("- record: ").expect("a recording rule");
+    assert!(last_record < first_alert, "recording rules come first");
 }
 
 #[test]
@@ -1258,7 +1389,13 @@ fn all_panels(panels: &[Value]) -> Vec<&Value> {
 #[test]
 fn dashboard_queries_use_only_exported_metrics() {
     let families = exported_families();
-    let series = exported_series(&families);
+    let mut series = exported_series(&families);
+    // The recording rules' outputs are series the dashboard may use.
+    for (alert, r) in rules_of(&read(RULES)) {
+        if !alert {
+            series.insert(r.name);
+        }
+    }
     let text = read(DASHBOARD);
     let dash: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"));
@@ -1360,6 +1497,12 @@ fn dashboard_queries_use_only_exported_metrics() {
             "sum by (backend, result) (rate(driftd_signal_requests_total",
         ),
         ("scan duration quantiles", "histogram_quantile("),
+        (
+            "drifted share per image",
+            "digest:driftd_drift_detected:ratio",
+        ),
+        ("hosts per verdict, each once", "verdict:driftd_verdict:sum"),
+        ("signals held per image", "digest:driftd_signal_held:sum"),
     ] {
         assert!(
             exprs.iter().any(|(_, e)| e.contains(needle)),
@@ -1375,4 +1518,233 @@ fn dashboard_queries_use_only_exported_metrics() {
     ] {
         assert!(used.contains(m), "the dashboard does not show {m}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The shipped alertmanager.yml in a real Alertmanager
+
+/// A child process, killed and reaped on drop; its output goes to `log`.
+struct Child {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Child {
+    fn log(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("(cannot read {:?}: {e})", self.log))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 request to 127.0.0.1:`port` (the server closes the
+/// connection after its answer): the status and the body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    use std::io::Write;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let io = |e: std::io::Error| format!("{method} http://{addr}{path}: {e}");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(io)?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).map_err(io)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: no end of headers in {raw:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Start `prometheus-alertmanager` with `config` on a free loopback port,
+/// gossip off, and wait until it is ready.
+fn start_alertmanager(bin: &Path, dir: &Path, config: &str) -> (Child, u16) {
+    let mut last = String::new();
+    for attempt in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let log = dir.join(format!("alertmanager-{attempt}.log"));
+        let out = std::fs::File::create(&log).expect("create the log");
+        let mut child = Child {
+            child: Command::new(bin)
+                .arg(format!("--config.file={config}"))
+                .arg(format!("--storage.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("clone the log"))
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display())),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.child.try_wait() {
+                last = format!("exited with {status}:\n{}", child.log());
+                break;
+            }
+            if matches!(http(port, "GET", "/-/ready", ""), Ok((200, _))) {
+                return (child, port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if last.is_empty() {
+            panic!("Alertmanager not ready within 30 s:\n{}", child.log());
+        }
+    }
+    panic!("Alertmanager did not start (a port taken each time?): {last}");
+}
+
+/// The shipped alertmanager.yml, for real: while DriftdFleetMassDrift fires
+/// for an image, the other pages of that image are inhibited and those of
+/// other images (or of a host without image labels) are not; and the fleet
+/// alerts of two images are two notifications, one per image, to the
+/// pager.
+#[test]
+fn alertmanager_inhibits_the_pages_of_a_mass_drifted_image() {
+    let Some(bin) = tool("prometheus-alertmanager", "prometheus-alertmanager") else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("alertmanager-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create temp dir");
+    let config = Path::new(ROOT).join(ALERTMANAGER_CONFIG);
+    let (am, port) = start_alertmanager(&bin, dir.path(), &config.display().to_string());
+
+    let (a, b, c) = ("blake3:aaaa", "blake3:bbbb", "blake3:cccc");
+    let alert = |name: &str, labels: &[(&str, &str)]| {
+        let mut l = serde_json::Map::new();
+        l.insert("alertname".into(), name.into());
+        l.insert("severity".into(), "page".into());
+        for (k, v) in labels {
+            l.insert((*k).into(), (*v).into());
+        }
+        serde_json::json!({ "labels": l })
+    };
+    let host = |name: &str, instance: &str, digest: Option<&str>| {
+        let mut labels = vec![("job", "driftd"), ("instance", instance)];
+        if let Some(d) = digest {
+            labels.extend([("image_id", "ami-x"), ("digest", d)]);
+        }
+        alert(name, &labels)
+    };
+    let alerts = serde_json::json!([
+        alert(
+            "DriftdFleetMassDrift",
+            &[("image_id", "ami-a"), ("digest", a)]
+        ),
+        alert(
+            "DriftdFleetMassDrift",
+            &[("image_id", "ami-c"), ("digest", c)]
+        ),
+        alert("DriftdSignalsHeld", &[("image_id", "ami-a"), ("digest", a)]),
+        alert("DriftdSignalsHeld", &[("image_id", "ami-b"), ("digest", b)]),
+        host("DriftdDriftDetected", "web-01:9847", Some(a)),
+        host("DriftdDriftNotRemediated", "web-02:9847", Some(a)),
+        host("DriftdDriftDetected", "api-01:9847", Some(b)),
+        host("DriftdDriftNotRemediated", "api-02:9847", Some(b)),
+        host("DriftdDriftDetected", "web-19:9847", None),
+    ]);
+    let (status, body) = http(port, "POST", "/api/v2/alerts", &alerts.to_string())
+        .unwrap_or_else(|e| panic!("{e}\n{}", am.log()));
+    assert_eq!(status, 200, "POST /api/v2/alerts: {body}\n{}", am.log());
+
+    // (alertname, instance or digest) -> suppressed, once the inhibitor
+    // has seen the sources (it learns of new alerts asynchronously).
+    let want: BTreeMap<(String, String), bool> = [
+        ("DriftdFleetMassDrift", a, false),
+        ("DriftdFleetMassDrift", c, false),
+        ("DriftdSignalsHeld", a, true),
+        ("DriftdSignalsHeld", b, false),
+        ("DriftdDriftDetected", "web-01:9847", true),
+        ("DriftdDriftNotRemediated", "web-02:9847", true),
+        ("DriftdDriftDetected", "api-01:9847", false),
+        ("DriftdDriftNotRemediated", "api-02:9847", false),
+        ("DriftdDriftDetected", "web-19:9847", false),
+    ]
+    .into_iter()
+    .map(|(n, k, s)| ((n.to_owned(), k.to_owned()), s))
+    .collect();
+    let state = || -> BTreeMap<(String, String), bool> {
+        let (_, body) = http(port, "GET", "/api/v2/alerts", "").unwrap_or_default();
+        let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let l = &a["labels"];
+                let key = l["instance"]
+                    .as_str()
+                    .or(l["digest"].as_str())
+                    .unwrap_or("");
+                let name = l["alertname"].as_str().unwrap_or("").to_owned();
+                ((name, key.to_owned()), a["status"]["state"] == "suppressed")
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = state();
+    while got != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        got = state();
+    }
+    assert_eq!(
+        got,
+        want,
+        "(alert, host or image) -> suppressed\n{}",
+        am.log()
+    );
+
+    // One group per image for each fleet alert, to the pager.
+    let (_, body) = http(port, "GET", "/api/v2/alerts/groups", "").expect("groups");
+    let groups: Value = serde_json::from_str(&body).expect("groups are JSON");
+    let mut fleet: Vec<(Value, Value, usize)> = groups
+        .as_array()
+        .expect("a list of groups")
+        .iter()
+        .filter(|g| {
+            ["DriftdFleetMassDrift", "DriftdSignalsHeld"]
+                .contains(&g["labels"]["alertname"].as_str().unwrap_or(""))
+        })
+        .map(|g| {
+            let n = g["alerts"].as_array().map_or(0, Vec::len);
+            (g["labels"].clone(), g["receiver"]["name"].clone(), n)
+        })
+        .collect();
+    fleet.sort_by_key(|g| g.0.to_string());
+    let mut expected: Vec<(Value, Value, usize)> = [
+        ("DriftdFleetMassDrift", a),
+        ("DriftdFleetMassDrift", c),
+        ("DriftdSignalsHeld", a),
+        ("DriftdSignalsHeld", b),
+    ]
+    .iter()
+    .map(|(name, d)| {
+        let labels = serde_json::json!({"alertname": name, "digest": d});
+        (labels, Value::from("pager"), 1)
+    })
+    .collect();
+    expected.sort_by_key(|g| g.0.to_string());
+    assert_eq!(fleet, expected, "fleet alert groups:\n{body}");
 }
