@@ -401,10 +401,19 @@ fn a_fleet_with_the_guard_against_real_prometheus_alertmanager_and_moto() {
     );
     let st = a00.agent.status();
     let look = &guard_of(&st)["last_answer"];
+    // 1 drifted of the image's 20 hosts, limit 2 (a host whose last
+    // scrape failed on a loaded machine is not counted: any count from 11
+    // to 20 gives the same limit).
     assert_eq!(
-        (&look["hosts"], &look["drifted"], &look["limit"]),
-        (&Value::from(20), &Value::from(1), &Value::from(2)),
-        "a-00's look: 1 drifted of 20, limit 2\n{st}"
+        (&look["drifted"], &look["limit"]),
+        (&Value::from(1), &Value::from(2)),
+        "a-00's look: 1 drifted, limit 2\n{st}"
+    );
+    assert!(
+        look["hosts"]
+            .as_u64()
+            .is_some_and(|n| (11..=20).contains(&n)),
+        "a-00's look: the image's hosts\n{st}"
     );
     poll(
         "moto to mark a-00's instance Unhealthy",
