@@ -23,9 +23,12 @@
 //! One episode, one idempotency key: the drift latch and the start of an
 //! unknown period are persisted, so restarts and reloads keep both.
 
-use super::episode::{Clearance, DriftEpisode, UnknownEpisode};
+use super::episode::{Clearance, DriftEpisode, StateDoc, UnknownEpisode};
 pub use super::events::*;
 use super::findings::Findings;
+pub(super) use super::parts::{
+    FullScan, ManifestState, Persist, ReloadState, Targeted, WatchState,
+};
 use super::reason::{ManifestProblem, RescanReason};
 use super::timers::{next_full_scan_delay, Backoff, Debouncer};
 use crate::clock::Clock;
@@ -36,64 +39,6 @@ use tokio::time::Instant;
 
 /// Most paths re-read to confirm drift: one confirmed path is enough.
 pub const MAX_CONFIRM_PATHS: usize = 64;
-
-#[derive(Debug, Clone)]
-pub(super) enum ManifestState {
-    NotLoaded,
-    Loaded(ManifestId),
-    Unusable(ManifestFailure),
-}
-
-#[derive(Debug)]
-pub(super) struct FullScan {
-    pub running: Option<ScanId>,
-    pub requested: Option<RescanReason>,
-    pub done: bool,
-    pub failure: Option<String>,
-    pub backoff: Backoff,
-    pub retry_at: Option<Instant>,
-    pub next_interval: Instant,
-    /// Paths re-checked while it runs: their targeted results are fresher.
-    pub touched: Vec<Box<[u8]>>,
-    pub last_done_unix: Option<f64>,
-}
-
-/// A re-check under way: its id, its paths, whether it confirms.
-pub(super) type Running = (ScanId, Vec<Box<[u8]>>, bool);
-
-#[derive(Debug)]
-pub(super) struct Targeted {
-    pub running: Option<Running>,
-    pub backoff: Backoff,
-    pub retry_at: Option<Instant>,
-    pub retry: Vec<Box<[u8]>>,
-    pub confirm: Vec<Box<[u8]>>,
-    pub confirm_at: Option<Instant>,
-}
-
-#[derive(Debug)]
-pub(super) struct Persist {
-    pub wanted: bool,
-    pub in_flight: bool,
-    pub backoff: Backoff,
-    pub retry_at: Option<Instant>,
-}
-
-/// Retrying loads that could not read the manifest or the state file.
-#[derive(Debug)]
-pub(super) struct ReloadState {
-    pub backoff: Backoff,
-    pub retry_at: Option<Instant>,
-}
-
-#[derive(Debug)]
-pub(super) struct WatchState {
-    pub restarting: bool,
-    /// When a failure to watch last started a rescan.
-    pub failed_rescan_at: Option<Instant>,
-    pub backoff: Backoff,
-    pub restart_at: Option<Instant>,
-}
 
 /// The state machine.
 pub struct Machine {
@@ -485,5 +430,22 @@ impl Machine {
             paths,
             confirming,
         });
+    }
+
+    /// The state file's content: what memory holds.
+    pub fn state_doc(&self) -> StateDoc {
+        StateDoc {
+            declared: self.latch.clone(),
+            unknown: self.unknown.clone(),
+            cleared: self.cleared.clone(),
+            ..StateDoc::default()
+        }
+    }
+
+    pub(super) fn digest(&self) -> Option<&str> {
+        match &self.manifest {
+            ManifestState::Loaded(id) => Some(&id.digest),
+            _ => None,
+        }
     }
 }

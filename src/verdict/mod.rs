@@ -23,6 +23,7 @@ pub mod events;
 pub mod findings;
 mod load;
 pub mod machine;
+mod parts;
 pub mod reason;
 mod reconfig;
 pub mod timers;

@@ -1,7 +1,7 @@
 //! What the machine shows: the verdict and why, for metrics, `/healthz`,
 //! `/status`, systemd's status line, and the signals it asks for.
 
-use super::episode::{DriftEpisode, SignalRequest, StateDoc, UnknownEpisode, SIGNAL_FINDINGS};
+use super::episode::{DriftEpisode, SignalRequest, UnknownEpisode, SIGNAL_FINDINGS};
 use super::findings::Findings;
 use super::machine::{Machine, ManifestFailure, ManifestId, ManifestState};
 use super::reason::{SignalEvent, VerdictReason};
@@ -149,24 +149,5 @@ impl Machine {
             findings_total: l.findings_total,
             findings: l.findings.iter().take(SIGNAL_FINDINGS).cloned().collect(),
         })
-    }
-}
-
-impl Machine {
-    /// The state file's content: what memory holds.
-    pub fn state_doc(&self) -> StateDoc {
-        StateDoc {
-            declared: self.latch.clone(),
-            unknown: self.unknown.clone(),
-            cleared: self.cleared.clone(),
-            ..StateDoc::default()
-        }
-    }
-
-    pub(super) fn digest(&self) -> Option<&str> {
-        match &self.manifest {
-            ManifestState::Loaded(id) => Some(&id.digest),
-            _ => None,
-        }
     }
 }
