@@ -14,7 +14,8 @@ every checked directory (inotify) and rescans on a schedule. It serves /metrics 
 (Prometheus), /healthz (200 clean, 503 drifted or unknown), /livez (200 while it runs) \
 and /status (JSON; loopback clients only unless authenticated or status_public) on \
 --listen (default 0.0.0.0:9847), with TLS and basic auth from --web.config.file. Once drift is confirmed the host stays drifted, across \
-restarts, until a new manifest. SIGHUP reloads the manifest and rescans; SIGTERM stops. `driftd state clear` \
+restarts, until a new manifest. SIGHUP reloads the config ([signals], [signals.guard] and [[signal]] \
+take effect; [agent] and [scan] need a restart) and the manifest, and rescans; SIGTERM stops. `driftd state clear` \
 ends a drift verdict explicitly (a false positive fixed in the image pipeline).
 
 Try it by hand:
@@ -33,7 +34,7 @@ pub struct RunArgs {
 
 /// The config file and the flags that override its `[agent]` table: shared
 /// by `driftd run` and `driftd validate`, so both judge the same settings.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Config file (default: built-in defaults, the same as the shipped
     /// config/driftd.toml).
@@ -114,13 +115,29 @@ pub fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, CliError> {
 }
 
 pub fn run(a: RunArgs) -> Result<Status, CliError> {
-    let cfg = a.agent.load()?;
+    let mut cfg = a.agent.load()?;
+    if let Some(t) = a.threads {
+        cfg.scan.threads = t;
+    }
     let listen = listen_addr(&cfg.agent.listen)?;
+    // SIGHUP reads the file again, with the same flags applied.
+    let config_source = a.agent.config.clone().map(|path| {
+        let (agent, threads) = (a.agent.clone(), a.threads);
+        daemon::ConfigSource(std::sync::Arc::new(move || {
+            let mut cfg = config::load(&path)?;
+            agent.apply(&mut cfg);
+            if let Some(t) = threads {
+                cfg.scan.threads = t;
+            }
+            Ok(cfg)
+        }))
+    });
     let opts = RunOptions {
         agent: cfg.agent.clone(),
-        threads: a.threads.unwrap_or(cfg.scan.threads),
+        threads: cfg.scan.threads,
         signals: cfg.signals.clone(),
         backends: cfg.signal.clone(),
+        config_source,
     };
     // One thread for the loop and the HTTP server; scans run on blocking
     // threads. Idle means idle: nothing wakes but timers and events.

@@ -16,14 +16,18 @@ use std::path::PathBuf;
 #[command(after_help = "\
 Checks, in order: the config file (every error at once), the listen \
 address, the root, the state directory, the manifest (readable, intact, \
-signed by a trusted key, its embedded policy compiles) and every [[signal]] \
+signed by a trusted key, its embedded policy compiles), every [[signal]] \
 backend (secret files readable by driftd and safe from others, TLS roots \
-valid, commands executable, built with the feature it needs).
+valid, commands executable, built with the feature it needs) and the guard \
+([signals.guard]: its settings, CA and secret files, this host's id). With \
+--online, the guard also asks its Prometheus the query a held signal would \
+ask, and shows the answer and what it would decide for a drift signal now.
 
 Exit status: 0 valid, 2 invalid (each problem is listed).
 
 Examples:
   driftd validate --config /etc/driftd/driftd.toml
+  driftd validate --config /etc/driftd/driftd.toml --online   # ask the guard's Prometheus
   driftd validate --image /mnt/image      # an image tree, after baking")]
 pub struct ValidateArgs {
     #[command(flatten)]
@@ -34,6 +38,10 @@ pub struct ValidateArgs {
     /// is the root.
     #[arg(long, value_name = "DIR", conflicts_with = "root")]
     pub image: Option<PathBuf>,
+    /// Also run the guard's query against its Prometheus ([signals.guard])
+    /// and report the answer.
+    #[arg(long)]
+    pub online: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -113,6 +121,9 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         for s in &mut cfg.signal {
             s.spec.rebase(img);
         }
+        if let Some(g) = &mut cfg.signals.guard {
+            crate::signal::guard::rebase(g, img);
+        }
     }
     let ag = &cfg.agent;
 
@@ -149,10 +160,12 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
         keys: &ag.trusted_keys,
         allow_unsigned: ag.allow_unsigned,
     };
+    let mut digest = None;
     // Every block read and checked, as the agent does when it loads it.
     match crate::trust::load(&ag.manifest, rule).and_then(|mut l| l.collect_dirs().map(|()| l)) {
         Ok(l) => {
             let m = &l.manifest;
+            digest = Some(m.digest_string());
             let trust = match l.trust.key_id() {
                 Some(k) => format!("signed by trusted key {k}"),
                 None => "unsigned, NOT verified (allow_unsigned)".to_string(),
@@ -193,7 +206,78 @@ pub fn run(a: ValidateArgs) -> Result<Status, CliError> {
     for s in &cfg.signal {
         check_signal(s, &mut items);
     }
+    let host = crate::signal::Host::local(cfg.signals.host_id.as_deref());
+    match &cfg.signals.guard {
+        None if a.online => items.fail("guard", "--online: no [signals.guard] to ask"),
+        None => {}
+        Some(g) => match crate::signal::guard::preflight(g, &host.id) {
+            Err(e) => items.fail("guard", e),
+            Ok(found) => {
+                items.ok("guard", found);
+                if a.online {
+                    online(g, &host.id, digest.as_deref(), &mut items);
+                }
+            }
+        },
+    }
     Ok(finish(&items, a.format))
+}
+
+/// `--online`: the query a drift signal of this host would send now, and
+/// what the guard would decide.
+fn online(g: &config::GuardConfig, host_id: &str, digest: Option<&str>, items: &mut Items) {
+    use crate::signal::guard::machine::{judge, Outcome};
+    use crate::signal::guard::query::LookRequest;
+    use crate::signal::guard::{FleetQuery, GuardSettings, PromClient};
+    use crate::verdict::SignalEvent;
+    let req = LookRequest {
+        event: SignalEvent::DriftDetected,
+        digest: digest.unwrap_or("none").to_string(),
+        host_id: host_id.to_string(),
+    };
+    let client = match PromClient::new(g) {
+        Ok(c) => c,
+        Err(e) => return items.fail("guard", e),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return items.fail("guard", format!("start the async runtime: {e}")),
+    };
+    let started = std::time::Instant::now();
+    let answer = rt.block_on(client.look(&req));
+    let ms = started.elapsed().as_millis();
+    let a = match answer {
+        Ok(a) => a,
+        Err(e) => return items.fail("guard", format!("--online: {e}")),
+    };
+    let settings = GuardSettings::from(g);
+    let decision = match judge(&settings, req.event, &Ok(a)) {
+        Outcome::Within {
+            hosts,
+            drifted,
+            limit,
+        } => format!(
+            "a drift signal now: {drifted} of {hosts} drifted with this host, limit {limit}: sent"
+        ),
+        Outcome::Over {
+            hosts,
+            drifted,
+            limit,
+        } => format!(
+            "a drift signal now: {drifted} of {hosts} drifted with this host, limit {limit}: HELD"
+        ),
+        Outcome::Failed(e) => e,
+    };
+    items.ok(
+        "guard",
+        format!(
+            "--online: Prometheus answered in {ms} ms for {} and host {host_id}: {} hosts, {} other drifted, {} other unknown; {decision}",
+            req.digest, a.hosts, a.drifted, a.unknown
+        ),
+    );
 }
 
 /// `` `name`: kind (dry run): what preflight found `` or why it failed.

@@ -14,6 +14,7 @@
 use crate::policy::{Allow, CompiledPolicy, Policy, Rule};
 use crate::signal::backend;
 pub use crate::signal::backend::BackendConfig;
+pub use crate::signal::guard::GuardConfig;
 use crate::spec::Table;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ pub struct SignalsConfig {
     /// randomised to between half and all of its value).
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// `[signals.guard]`: hold retirement signals while too many hosts of
+    /// this image are drifted (`None`: no guard).
+    pub guard: Option<GuardConfig>,
 }
 
 impl Default for SignalsConfig {
@@ -52,6 +56,7 @@ impl Default for SignalsConfig {
             unknown_grace: Duration::from_secs(1800),
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            guard: None,
         }
     }
 }
@@ -192,14 +197,30 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 
     let ds = &defaults.signals;
     let mut sg = Table::new("signals", signals_v, &mut errors);
-    let signals = SignalsConfig {
-        host_id: sg.take("host_id"),
-        on_unknown: sg.take("on_unknown").unwrap_or(ds.on_unknown),
-        unknown_grace: sg.duration("unknown_grace").unwrap_or(ds.unknown_grace),
-        retry_initial: sg.duration("retry_initial").unwrap_or(ds.retry_initial),
-        retry_max: sg.duration("retry_max").unwrap_or(ds.retry_max),
-    };
+    let host_id: Option<String> = sg.take("host_id");
+    let on_unknown = sg.take("on_unknown").unwrap_or(ds.on_unknown);
+    let unknown_grace = sg.duration("unknown_grace").unwrap_or(ds.unknown_grace);
+    let retry_initial = sg.duration("retry_initial").unwrap_or(ds.retry_initial);
+    let retry_max = sg.duration("retry_max").unwrap_or(ds.retry_max);
+    let guard_v = sg.raw("guard");
     sg.finish();
+    let guard = crate::signal::guard::spec::parse(guard_v, &mut errors);
+    if let (Some(_), Some(id)) = (&guard, &host_id) {
+        if !crate::signal::guard::query::safe_value(id) {
+            errors.push(format!(
+                "signals.host_id: `{}` cannot go into the guard's query (letters, digits, `._:-` only)",
+                id.escape_debug()
+            ));
+        }
+    }
+    let signals = SignalsConfig {
+        host_id,
+        on_unknown,
+        unknown_grace,
+        retry_initial,
+        retry_max,
+        guard,
+    };
     let signal = backend::parse(signal_v, &mut errors);
 
     let da = &defaults.agent;
@@ -344,142 +365,4 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(text: &str) -> Result<Config, ConfigError> {
-        parse(text, Path::new("test.toml"))
-    }
-
-    #[test]
-    fn empty_config_is_the_default() {
-        assert_eq!(p("").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn shipped_config_parses_and_matches_the_built_in_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftd.toml");
-        let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            cfg,
-            Config::default(),
-            "config/driftd.toml drifted from the code's defaults"
-        );
-    }
-
-    #[test]
-    fn example_configs_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
-        let mut n = 0;
-        let mut kinds = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "toml") {
-                let cfg = load(&p).unwrap_or_else(|e| panic!("{e}"));
-                kinds.extend(cfg.signal.iter().map(|b| b.spec.kind()));
-                n += 1;
-            }
-        }
-        assert!(n >= 5, "examples missing from {}", dir.display());
-        for t in backend::BACKENDS {
-            assert!(
-                kinds.contains(t.name),
-                "no example in {} uses the `{}` backend",
-                dir.display(),
-                t.name
-            );
-        }
-    }
-
-    #[test]
-    fn shipped_config_commented_backends_parse() {
-        // Uncomment the [[signal]] examples of config/driftd.toml: they
-        // must be valid as written.
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftd.toml");
-        let text = std::fs::read_to_string(path).unwrap();
-        let tail = &text[text.find("[signals]").unwrap()..];
-        let uncommented: String = tail
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(t) if t.starts_with("[[signal]]") || is_setting(t) => t.to_string(),
-                _ => l.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let cfg = parse(&uncommented, Path::new("driftd.toml"))
-            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        let kinds: Vec<&str> = cfg.signal.iter().map(|b| b.spec.kind()).collect();
-        assert_eq!(kinds, ["webhook", "aws-autoscaling", "kubernetes", "exec"]);
-        // Every registered backend is documented there, once.
-        let mut documented = kinds.clone();
-        documented.sort_unstable();
-        let mut registered: Vec<&str> = backend::BACKENDS.iter().map(|t| t.name).collect();
-        registered.sort_unstable();
-        assert_eq!(
-            documented, registered,
-            "config/driftd.toml vs signal::backend::BACKENDS"
-        );
-    }
-
-    fn is_setting(t: &str) -> bool {
-        let key = t.split(" = ").next().unwrap_or("");
-        !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    }
-
-    #[test]
-    fn every_error_at_once_with_keys() {
-        let err = p(r#"
-            [scan]
-            threads = "many"
-            thread = 2
-            [policy]
-            exlude = ["/x"]
-            exclude = ["relative/path"]
-            [[policy.rules]]
-            paths = ["/etc/**"]
-            attributes = ["mode", "colour"]
-            [[policy.rules]]
-            attributes = ["mode"]
-            [policy.allow]
-            may_apear = []
-            may_appear = [{ paths = "/x", mode = 644 }, { paths = ["/y"], type = "dir", owner = [] }]
-        "#)
-        .unwrap_err();
-        let all = err.to_string();
-        for needle in [
-            "scan.threads:",
-            "scan.thread: unknown key",
-            // As the README shows it: the known keys in the order read.
-            "policy.exlude: unknown key (known keys here: exclude, one_file_system, mounts, rules, allow)",
-            "policy.exclude[0]: pattern `relative/path` must be an absolute path",
-            "policy.rules[0].attributes: unknown attribute `colour`",
-            "policy.rules[1].paths: required",
-            "policy.allow.may_apear: unknown key",
-            // A table's shape (once, not again for its value) and values.
-            "policy.allow.may_appear[0].paths: invalid type: string",
-            "policy.allow.may_appear[0].mode: write the mask as an octal string",
-            "policy.allow.may_appear[1].type: unknown type `dir`",
-            "policy.allow.may_appear[1].owner: an allowance needs at least one owner",
-        ] {
-            assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
-        }
-        assert_eq!(err.errors.len(), 11, "{all}");
-    }
-
-    #[test]
-    fn syntax_errors_name_the_line() {
-        let err = p("[policy\nexclude = 1").unwrap_err();
-        assert!(err.to_string().contains("line 1"), "{err}");
-    }
-
-    #[test]
-    fn wrong_shapes() {
-        let err = p("policy = 3\n").unwrap_err();
-        assert!(err.errors[0].contains("policy: expected a table"), "{err}");
-        let err = p("[policy]\nrules = 3\n").unwrap_err();
-        assert!(
-            err.errors[0].contains("policy.rules: expected an array"),
-            "{err}"
-        );
-    }
-}
+mod tests;

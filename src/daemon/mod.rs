@@ -10,12 +10,14 @@
 
 mod jobs;
 mod publish;
+mod reload;
 mod report;
 pub mod state;
 mod watcher;
 
 use crate::clock::SystemClock;
 use crate::config::{AgentConfig, BackendConfig, SignalsConfig};
+use crate::signal::dispatch::Command;
 use crate::signal::{Host, Signal};
 use crate::telemetry::http::Shared;
 use crate::telemetry::status::StatusDoc;
@@ -23,6 +25,7 @@ use crate::trust;
 use crate::verdict::{Action, LoadKind, Loaded, Machine, Settings};
 use jobs::{JobResult, Jobs};
 use publish::Publisher;
+pub use reload::ConfigSource;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,6 +42,8 @@ pub struct RunOptions {
     pub signals: SignalsConfig,
     /// Control-plane backends (none: only metrics and /healthz).
     pub backends: Vec<BackendConfig>,
+    /// Reads the config again on SIGHUP (`None`: no config file).
+    pub config_source: Option<ConfigSource>,
 }
 
 /// The agent: the machine and the IO it drives.
@@ -50,8 +55,10 @@ struct Agent {
     publisher: Publisher,
     /// The manifest in use (the machine knows it as loaded).
     current: Option<Arc<trust::Loaded>>,
-    signal_tx: Option<mpsc::UnboundedSender<Signal>>,
+    signal_tx: mpsc::UnboundedSender<Command>,
     host: Host,
+    /// The settings running (a reload replaces what it applies).
+    opts: RunOptions,
     /// A load is running; another SIGHUP came meanwhile.
     loading: bool,
     reload_again: bool,
@@ -106,9 +113,8 @@ impl Agent {
                 self.machine.handle_persisted(result);
             }
             Action::Signal(req) => {
-                if let Some(tx) = &self.signal_tx {
-                    let _ = tx.send(Signal::new(&self.host, &req, crate::clock::now_unix()));
-                }
+                let sig = Signal::new(&self.host, &req, crate::clock::now_unix());
+                let _ = self.signal_tx.send(Command::Signal(Box::new(sig)));
             }
             Action::RestartWatch => {
                 let metrics = &self.publisher.shared.metrics;
@@ -157,6 +163,9 @@ impl Agent {
                 let manifest = match manifest {
                     Ok(l) => {
                         report::loaded(&l);
+                        // A held signal of another manifest is dropped.
+                        let digest = l.manifest.digest_string();
+                        let _ = self.signal_tx.send(Command::Manifest(digest));
                         let l = Arc::new(l);
                         self.current = Some(l.clone());
                         Ok(l)
@@ -304,21 +313,32 @@ pub async fn run(
     ));
     let backends = crate::signal::build(&opts.backends)
         .map_err(|e| std::io::Error::other(format!("signal backends: {e}")))?;
+    let guard = match &opts.signals.guard {
+        Some(g) => Some(crate::signal::guard::Guard::build(g).map_err(std::io::Error::other)?),
+        None => None,
+    };
     shared
         .metrics
         .register_backends(backends.iter().map(|c| c.backend.name()));
     let signals = !backends.is_empty();
-    let signal_tx = signals.then(|| {
-        crate::signal::dispatch::Dispatcher {
+    let host = Host::local(opts.signals.host_id.as_deref());
+    shared.metrics.set_host(&host.id, &host.hostname);
+    if let Some(g) = &guard {
+        info!(guard = %g.describe, "retirement signals are guarded: held while too many hosts of this image are drifted");
+    }
+    let signal_tx = crate::signal::dispatch::Dispatcher::new(
+        crate::signal::dispatch::DispatchConfig {
             backends,
-            outbox: crate::signal::outbox::Outbox::new(&a.state_dir),
-            metrics: shared.metrics.signal.clone(),
             retry_initial: opts.signals.retry_initial,
             retry_max: opts.signals.retry_max,
-        }
-        .spawn()
-    });
-    let host = Host::local(opts.signals.host_id.as_deref());
+            guard,
+        },
+        crate::signal::outbox::Outbox::new(&a.state_dir),
+        shared.metrics.signal.clone(),
+        &host.id,
+        Arc::new(SystemClock),
+    )
+    .spawn();
     let settings = Settings {
         debounce: a.debounce,
         confirm_delay: a.confirm_delay,
@@ -345,6 +365,7 @@ pub async fn run(
         current: None,
         signal_tx,
         host,
+        opts: opts.clone(),
         loading: true,
         reload_again: false,
     };
@@ -376,7 +397,8 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = sighup.recv() => {
-                info!("SIGHUP: reloading the manifest and rescanning");
+                info!("SIGHUP: reloading the config and the manifest, and rescanning");
+                agent.reload_config();
                 agent.reload(LoadKind::Reload);
             }
             msg = agent.watcher.recv() => agent.on_watch(msg),

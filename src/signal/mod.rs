@@ -17,6 +17,7 @@ pub mod aws;
 pub mod backend;
 pub mod dispatch;
 pub mod exec;
+pub mod guard;
 pub mod kubernetes;
 pub mod outbox;
 pub mod redact;

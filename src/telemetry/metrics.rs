@@ -6,12 +6,14 @@
 //! path. Every labelled series is created at start with its zero value, so
 //! an alert on a series that never happened still evaluates.
 
+use super::status::GuardStatus;
 use crate::manifest::diff::{FindingKind, UnreadableKind, Verdict};
 use crate::verdict::{ManifestProblem, RescanReason, ScanKind, ScanResult, VerdictReason};
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::{Arc, RwLock};
 
 /// Results of a signal request (`driftd_signal_requests_total{result}`).
 pub const SIGNAL_RESULTS: [&str; 3] = ["success", "failure", "dry_run"];
@@ -78,16 +80,26 @@ pub struct Metrics {
     pub http_refused: IntCounter,
     pub http_auth_failures: IntCounter,
     pub blind_spots: IntGaugeVec,
+    pub host_info: IntGaugeVec,
+    pub config_reload_success: IntGauge,
     pub signal: SignalMetrics,
 }
 
-/// The signal dispatcher's metrics: a handle the `signal` module is given,
-/// so it never reaches into the HTTP layer.
+/// The signal dispatcher's metrics and its part of `/status` (the
+/// guard's state): a handle the `signal` module is given, so it never
+/// reaches into the HTTP layer.
 #[derive(Clone)]
 pub struct SignalMetrics {
     requests: IntCounterVec,
     last_success: GaugeVec,
     pending: IntGaugeVec,
+    held: IntGaugeVec,
+    pub guard_hosts: IntGauge,
+    pub guard_drifted: IntGauge,
+    pub guard_limit: IntGauge,
+    pub guard_errors: IntCounter,
+    pub guard_dropped: IntCounter,
+    guard_status: Arc<RwLock<Option<GuardStatus>>>,
 }
 
 impl SignalMetrics {
@@ -105,6 +117,34 @@ impl SignalMetrics {
     /// `n` signals wait for `backend`.
     pub fn pending(&self, backend: &str, n: usize) {
         self.pending.with_label_values(&[backend]).set(n as i64);
+    }
+
+    /// Create the series of a backend (a new one, or one added by a
+    /// reload), keeping what an existing one counted.
+    pub fn register(&self, name: &str) {
+        for result in SIGNAL_RESULTS {
+            self.requests.with_label_values(&[name, result]);
+        }
+        self.last_success.with_label_values(&[name]);
+        self.pending.with_label_values(&[name]);
+        self.held.with_label_values(&[name]);
+    }
+
+    /// Whether the guard holds a signal for `backend`.
+    pub fn held(&self, backend: &str, held: bool) {
+        self.held.with_label_values(&[backend]).set(i64::from(held));
+    }
+
+    /// The guard's part of `/status` (`None`: no guard).
+    pub fn set_guard_status(&self, status: Option<GuardStatus>) {
+        *self.guard_status.write().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    pub fn guard_status(&self) -> Option<GuardStatus> {
+        self.guard_status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -142,6 +182,18 @@ impl Metrics {
                 "Signals waiting in the outbox for delivery, by backend.",
                 &["backend"],
             ),
+            held: gauges(
+                &r,
+                "driftd_signal_held",
+                "1 while the guard holds a signal for this backend (settling, or held over the limit or on a failed look), else 0.",
+                &["backend"],
+            ),
+            guard_hosts: gauge(&r, "driftd_guard_hosts", "Hosts of this host's image the guard's last look counted (at least 1; 0 before any look)."),
+            guard_drifted: gauge(&r, "driftd_guard_drifted", "Drifted (or, for an unknown-verdict signal, unknown) hosts of the image at the guard's last look, this host included."),
+            guard_limit: gauge(&r, "driftd_guard_limit", "The limit (max_drifted for the hosts counted) at the guard's last look."),
+            guard_errors: counter(&r, "driftd_guard_errors_total", "Guard looks that failed (Prometheus unreachable, timeout, error status, partial answer)."),
+            guard_dropped: counter(&r, "driftd_guard_dropped_total", "Held signals dropped because the manifest was replaced (another digest)."),
+            guard_status: Arc::default(),
         };
         let m = Metrics {
             manifest_info: gauges(&r, "driftd_manifest_info", "The manifest in use (image id and digest); the value is always 1.", &["image_id", "digest"]),
@@ -179,11 +231,14 @@ impl Metrics {
             http_refused: counter(&r, "driftd_http_connections_refused_total", "Connections closed at once because every connection was busy with a request."),
             http_auth_failures: counter(&r, "driftd_http_auth_failures_total", "Requests refused for missing or wrong basic-auth credentials."),
             blind_spots: gauges(&r, "driftd_blind_spots", "1 for each class of attribute this agent cannot see (a change there goes unnoticed), 0 for the others.", &["class"]),
+            host_info: gauges(&r, "driftd_host_info", "This host (the id signals carry, and the hostname); the value is always 1.", &["host_id", "hostname"]),
+            config_reload_success: gauge(&r, "driftd_config_reload_success", "1 if the last reload of the config (SIGHUP) succeeded, or none was tried; 0 if it failed (the running config stands)."),
             signal,
             registry: r,
         };
         m.set_manifest_error(None);
         m.manifest_valid.set(0);
+        m.config_reload_success.set(1);
         m.set_verdict(Verdict::Unknown, VerdictReason::FirstScanPending);
         for k in FindingKind::ALL {
             m.drifted_entries.with_label_values(&[k.name()]).set(0);
@@ -213,12 +268,14 @@ impl Metrics {
     /// from the config: bounded).
     pub fn register_backends<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         for name in names {
-            for result in SIGNAL_RESULTS {
-                self.signal.requests.with_label_values(&[name, result]);
-            }
-            self.signal.last_success.with_label_values(&[name]).set(0.0);
-            self.signal.pending.with_label_values(&[name]).set(0);
+            self.signal.register(name);
         }
+    }
+
+    /// Name this host (`driftd_host_info`), once at start.
+    pub fn set_host(&self, id: &str, hostname: &str) {
+        self.host_info.reset();
+        self.host_info.with_label_values(&[id, hostname]).set(1);
     }
 
     /// Set the one-hot verdict and verdict-reason gauges.
@@ -293,9 +350,32 @@ mod tests {
             "driftd_http_connections_evicted_total 0",
             "driftd_http_auth_failures_total 0",
             "driftd_build_info{version=",
+            "driftd_guard_hosts 0",
+            "driftd_guard_drifted 0",
+            "driftd_guard_limit 0",
+            "driftd_guard_errors_total 0",
+            "driftd_guard_dropped_total 0",
+            "driftd_config_reload_success 1",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn per_backend_and_host_series() {
+        let m = Metrics::new();
+        m.register_backends(["cp"]);
+        m.set_host("5f1c", "web-17");
+        let text = m.render();
+        for needle in [
+            "driftd_signal_held{backend=\"cp\"} 0",
+            "driftd_signal_pending{backend=\"cp\"} 0",
+            "driftd_host_info{host_id=\"5f1c\",hostname=\"web-17\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+        m.signal.held("cp", true);
+        assert!(m.render().contains("driftd_signal_held{backend=\"cp\"} 1"));
     }
 
     #[test]

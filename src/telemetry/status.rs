@@ -125,3 +125,55 @@ impl StatusDoc {
         }
     }
 }
+
+/// The guard's part of `/status` (`guard`; `null` without a guard).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardStatus {
+    /// The query API asked (it holds no credentials: the config refuses
+    /// them).
+    pub prometheus_url: String,
+    pub max_drifted: String,
+    pub on_error: &'static str,
+    /// Whether any signal is held (waiting on the guard).
+    pub held: bool,
+    /// The last look of any signal.
+    pub last_answer: Option<GuardAnswer>,
+    /// The signals the guard decides about (those still in the outbox).
+    pub signals: Vec<GuardSignal>,
+}
+
+/// One judged look.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardAnswer {
+    pub at: String,
+    pub at_unix: f64,
+    /// `drift.detected` or `verdict.unknown`: which hosts were counted.
+    pub event: String,
+    /// Hosts of the image (at least 1), the drifted (or unknown) ones
+    /// with this host, and the limit for that many hosts; absent when the
+    /// look failed.
+    pub hosts: Option<u64>,
+    pub drifted: Option<u64>,
+    pub limit: Option<u64>,
+    /// Why the look failed.
+    pub error: Option<String>,
+}
+
+/// One signal waiting on (or released by) the guard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardSignal {
+    pub idempotency_key: String,
+    pub event: String,
+    pub manifest_digest: String,
+    /// `settling`, `looking`, `held` or `released`.
+    pub state: &'static str,
+    /// Whether the guard keeps it from being sent now.
+    pub held: bool,
+    /// Why, for people.
+    pub why: String,
+    /// The guarded backends whose outbox items it is.
+    pub backends: Vec<String>,
+    pub last_answer: Option<GuardAnswer>,
+    pub next_look: Option<String>,
+    pub next_look_unix: Option<f64>,
+}

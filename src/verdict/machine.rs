@@ -334,7 +334,7 @@ impl Machine {
     }
 
     /// Fire due timers, start what can start, persist what must be.
-    fn drive(&mut self) {
+    pub(super) fn drive(&mut self) {
         let now = self.clock.now();
         let queued = self.actions.len();
         self.settle_unknown();

@@ -14,7 +14,8 @@
 //! - [`timers`]: debounce, backoff, the rescan schedule;
 //! - [`episode`]: the drift latch, the unknown period, the state document,
 //!   idempotency keys, signal requests;
-//! - [`reason`]: the typed reasons and their labels.
+//! - [`reason`]: the typed reasons and their labels;
+//! - `reconfig` (private): new signal settings from a reload.
 
 mod apply;
 pub mod episode;
@@ -24,6 +25,7 @@ mod load;
 pub mod machine;
 mod parts;
 pub mod reason;
+mod reconfig;
 pub mod timers;
 mod unknown;
 pub mod view;

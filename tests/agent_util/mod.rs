@@ -578,6 +578,7 @@ impl Launch {
                 port,
                 state_dir: self.state_dir.clone(),
                 log,
+                config: config.clone(),
                 cmdline,
                 notify,
                 exited: None,
@@ -670,6 +671,9 @@ pub struct Agent {
     pub port: u16,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// The config file it was started with (rewrite it, then SIGHUP, to
+    /// reload it).
+    pub config: PathBuf,
     pub cmdline: String,
     pub notify: Notifications,
     exited: Option<ExitStatus>,

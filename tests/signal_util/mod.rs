@@ -206,15 +206,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A request as read off the wire.
-struct RawRequest {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub struct RawRequest {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// Read one HTTP/1.x request (Content-Length or chunked body).
-fn read_request(s: &mut TcpStream) -> Result<RawRequest, String> {
+pub fn read_request(s: &mut TcpStream) -> Result<RawRequest, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {

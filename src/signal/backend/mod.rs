@@ -10,7 +10,7 @@
 //! these traits.
 //!
 //! This module also reads the `[[signal]]` tables: the keys every backend
-//! shares (`type`, `name`, `dry_run`, `timeout`) here, the rest by the
+//! shares (`type`, `name`, `dry_run`, `guard`, `timeout`) here, the rest by the
 //! backend's own parser, every error of every table at once. It depends on
 //! [`crate::spec`], never on `config` (which imports this module).
 
@@ -44,10 +44,20 @@ pub trait Backend: Send + Sync {
     fn send<'a>(&'a self, signal: &'a Signal) -> SendFuture<'a>;
 }
 
-/// A configured backend and whether it only pretends.
+/// A configured backend, whether it only pretends, and whether the guard
+/// (`[signals.guard]`) decides when it sends.
 pub struct Configured {
     pub backend: Box<dyn Backend>,
     pub dry_run: bool,
+    pub guard: bool,
+}
+
+impl Configured {
+    /// Does the guard decide when this backend sends? Only with a guard
+    /// configured, and never for a dry run (it sends nothing).
+    pub fn guarded(&self, guard_configured: bool) -> bool {
+        guard_configured && self.guard && !self.dry_run
+    }
 }
 
 /// One backend type: what `type = "..."` in a `[[signal]]` table selects.
@@ -61,7 +71,7 @@ pub struct BackendType {
     /// parses it for every registered backend.
     pub example: &'static str,
     /// Read the backend's own keys from its table; `type`, `name`,
-    /// `dry_run` and `timeout` are already taken, and the leftovers are
+    /// `dry_run`, `guard` and `timeout` are already taken, and the leftovers are
     /// reported as unknown keys afterwards. `timeout` is the configured or
     /// default one (zero for a backend without `timeout`). Errors go into
     /// the table (`table.error(key, ...)`); `None` when there were any.
@@ -111,6 +121,9 @@ pub struct BackendConfig {
     pub name: String,
     /// Log and count what would be sent; send nothing.
     pub dry_run: bool,
+    /// Whether `[signals.guard]` decides when it sends (default true;
+    /// `guard = false` for a notify-only backend).
+    pub guard: bool,
     pub spec: Box<dyn BackendSpec>,
 }
 
@@ -120,6 +133,7 @@ impl PartialEq for BackendConfig {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
             && self.dry_run == other.dry_run
+            && self.guard == other.guard
             && self.spec.kind() == other.spec.kind()
             && format!("{:?}", self.spec) == format!("{:?}", other.spec)
     }
@@ -163,6 +177,7 @@ pub fn parse_with(
         let type_name: Option<String> = t.take("type");
         let name: Option<String> = t.take("name");
         let dry_run = t.take("dry_run").unwrap_or(false);
+        let guard = t.take("guard").unwrap_or(true);
         let timeout = t.duration("timeout");
         let spec = match type_name.as_deref() {
             None => {
@@ -217,6 +232,7 @@ pub fn parse_with(
             out.push(BackendConfig {
                 name,
                 dry_run,
+                guard,
                 spec,
             });
         }
@@ -236,6 +252,7 @@ pub fn build(configs: &[BackendConfig]) -> Result<Vec<Configured>, String> {
             Ok(Configured {
                 backend,
                 dry_run: c.dry_run,
+                guard: c.guard,
             })
         })
         .collect()

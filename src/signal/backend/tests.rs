@@ -105,7 +105,7 @@ fn a_backend_is_its_own_file_and_one_registry_line() {
         errors,
         [
             "signal[0].loft: required",
-            "signal[0].lof: unknown key (known keys here: type, name, dry_run, timeout, loft)",
+            "signal[0].lof: unknown key (known keys here: type, name, dry_run, guard, timeout, loft)",
         ]
     );
     let (configs, _) = parse_in(registry, &signal("carrier-pigeon", PIGEON.example));
@@ -132,6 +132,7 @@ fn every_registered_backend_parses_its_example_and_reports_its_kind() {
         assert_eq!(c.spec.kind(), ty.name);
         assert_eq!(c.name, ty.name, "the name defaults to the type");
         assert!(!c.dry_run);
+        assert!(c.guard, "guarded unless `guard = false`");
         assert_eq!(&c.clone(), c);
         // A key no backend has is reported with the backend's own keys.
         let (_, errors) = parse_in(
@@ -141,7 +142,7 @@ fn every_registered_backend_parses_its_example_and_reports_its_kind() {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].starts_with(
-                "signal[0].zzz: unknown key (known keys here: type, name, dry_run, timeout"
+                "signal[0].zzz: unknown key (known keys here: type, name, dry_run, guard, timeout"
             ),
             "{errors:?}"
         );
@@ -215,6 +216,7 @@ fn names_are_checked_and_unique_also_across_broken_backends() {
         type = "exec"
         name = "Not OK"
         command = ["/bin/true"]
+        guard = false
         [[signal]]
         type = "exec"
         command = ["/bin/true"]
@@ -229,11 +231,18 @@ fn names_are_checked_and_unique_also_across_broken_backends() {
             "signal[2].name: `Not OK` must be non-empty [a-z0-9_-]",
         ]
     );
-    let names: Vec<(&str, bool)> = configs
+    let names: Vec<(&str, bool, bool)> = configs
         .iter()
-        .map(|c| (c.name.as_str(), c.dry_run))
+        .map(|c| (c.name.as_str(), c.dry_run, c.guard))
         .collect();
-    assert_eq!(names, [("a", false), ("Not OK", false), ("exec", true)]);
+    assert_eq!(
+        names,
+        [
+            ("a", false, true),
+            ("Not OK", false, false),
+            ("exec", true, true)
+        ]
+    );
 }
 
 #[test]

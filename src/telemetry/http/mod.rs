@@ -239,9 +239,21 @@ async fn livez(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    /// The verdict's document and the guard's state, kept apart: the
+    /// signal dispatcher updates the guard's on its own.
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        #[serde(flatten)]
+        doc: &'a StatusDoc,
+        guard: Option<super::status::GuardStatus>,
+    }
     let doc = s.status.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let out = Doc {
+        doc: &doc,
+        guard: s.metrics.signal.guard_status(),
+    };
     // Serialising plain data cannot fail.
-    let body = serde_json::to_vec(&*doc).unwrap_or_default();
+    let body = serde_json::to_vec(&out).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
 

@@ -17,6 +17,15 @@
 //! version, which wrote the marker and then removed the pending file) is
 //! removed: neither is sent again.
 //!
+//! With a guard (`[signals.guard]`), the pending file of a guarded backend
+//! also records when the guard released its episode (`released_unix`),
+//! before any of the episode's signals is sent, and the delivery record
+//! keeps it: after a restart a released episode goes out without being
+//! judged again, so one episode has one decision for every backend. A
+//! held item whose manifest was replaced is ended the same two-step way
+//! as a delivery, as `KEY.dropped.json` (`"state": "dropped"`): it is never
+//! sent.
+//!
 //! Delivery is at least once per episode and backend, never lost: a crash
 //! after the receiver answered and before the record is written sends the
 //! signal again, with the same idempotency key, so receivers deduplicate on
@@ -35,6 +44,9 @@ pub struct Item {
     pub next_attempt_unix: f64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// When the guard released the episode (guarded backends only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_unix: Option<f64>,
 }
 
 /// The record that ends an item: `KEY.delivered.json` or `KEY.dryrun.json`
@@ -49,17 +61,24 @@ struct Record {
     /// What came back from the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     response: Option<String>,
+    /// When the guard released the episode, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    released_unix: Option<f64>,
 }
 
 const PENDING: &str = "pending";
 const DELIVERED: &str = "delivered";
 const DRY_RUN: &str = "dryrun";
+const DROPPED: &str = "dropped";
 
-/// Just the `state` of a pending file: set only when it holds a record.
+/// Just the `state` of a pending file (set only when it holds a record)
+/// and the guard's release of either kind of file.
 #[derive(Deserialize)]
 struct Probe {
     #[serde(default)]
     state: Option<String>,
+    #[serde(default)]
+    released_unix: Option<f64>,
 }
 
 /// What [`Outbox::load`] found.
@@ -121,6 +140,30 @@ impl Outbox {
         self.path(backend, key, DRY_RUN).exists()
     }
 
+    /// Was this signal dropped (its manifest replaced while it was held)?
+    pub fn is_dropped(&self, backend: &str, key: &str) -> bool {
+        self.path(backend, key, DROPPED).exists()
+    }
+
+    /// Record a held item dropped: the pending item becomes
+    /// `KEY.dropped.json`, never sent.
+    pub fn dropped(&self, item: &Item, why: &str) -> Result<(), String> {
+        self.finish(item, DROPPED, Some(why))
+    }
+
+    /// When the guard released this episode, as recorded in any backend's
+    /// pending item or delivery record of it.
+    pub fn released_mark(&self, key: &str) -> Option<f64> {
+        let backends = std::fs::read_dir(&self.dir).ok()?;
+        backends.flatten().find_map(|b| {
+            [PENDING, DELIVERED].iter().find_map(|state| {
+                let p = b.path().join(format!("{key}.{state}.json"));
+                let bytes = std::fs::read(p).ok()?;
+                serde_json::from_slice::<Probe>(&bytes).ok()?.released_unix
+            })
+        })
+    }
+
     /// Record a dry run: the pending item becomes `KEY.dryrun.json`.
     pub fn dry_run_done(&self, item: &Item) -> Result<(), String> {
         self.finish(item, DRY_RUN, None)
@@ -148,6 +191,7 @@ impl Outbox {
             idempotency_key: item.signal.idempotency_key.clone(),
             attempts: item.attempts,
             response: response.map(str::to_string),
+            released_unix: item.released_unix,
         };
         let body = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
         let pending = self.path(&item.backend, &item.signal.idempotency_key, PENDING);
@@ -224,7 +268,7 @@ impl Outbox {
         let state = serde_json::from_slice::<Probe>(&bytes)
             .ok()
             .and_then(|probe| probe.state);
-        if let Some(state) = state.filter(|s| s == DELIVERED || s == DRY_RUN) {
+        if let Some(state) = state.filter(|s| s == DELIVERED || s == DRY_RUN || s == DROPPED) {
             // Crashed between the two steps: finish the second.
             return match self.promote(backend, key, &state) {
                 Ok(()) => Found::Recovered(format!(
@@ -257,155 +301,4 @@ enum Found {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::signal::Host;
-
-    const KEY: &str = "1e8c33dd7095ff2762dabf641036fa26";
-
-    fn item(backend: &str) -> Item {
-        Item {
-            backend: backend.into(),
-            signal: Signal {
-                schema: "driftd.signal.v1".into(),
-                event: "drift.detected".into(),
-                idempotency_key: KEY.into(),
-                host: Host {
-                    id: "host".into(),
-                    hostname: "web-17".into(),
-                },
-                image_id: "ami-1".into(),
-                manifest_digest: "blake3:00".into(),
-                verdict: "drifted".into(),
-                reason: None,
-                counts: Default::default(),
-                findings_total: 0,
-                findings: vec![],
-                first_detected: "2026-11-26T05:33:11Z".into(),
-                first_detected_unix: 1_795_671_191.0,
-                created: "2026-11-26T05:33:11Z".into(),
-            },
-            attempts: 1,
-            next_attempt_unix: 0.0,
-            last_error: None,
-        }
-    }
-
-    /// The names in `outbox/BACKEND/`, sorted (temporary files included).
-    fn files(state: &Path, backend: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(state.join("outbox").join(backend))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn read_json(p: &Path) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn a_pending_item_is_loaded_to_be_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::new(dir.path());
-        o.save(&item("cp")).unwrap();
-        let loaded = o.load();
-        assert_eq!(loaded.items, vec![item("cp")]);
-        assert!(loaded.errors.is_empty() && loaded.recovered.is_empty());
-        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.pending.json")]);
-    }
-
-    #[test]
-    fn delivery_renames_the_pending_file_into_the_one_marker() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::new(dir.path());
-        o.save(&item("cp")).unwrap();
-        o.delivered(&item("cp"), "200 OK").unwrap();
-        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.delivered.json")]);
-        let marker = read_json(&o.path("cp", KEY, DELIVERED));
-        assert_eq!(marker["state"], "delivered");
-        assert_eq!(marker["idempotency_key"], KEY);
-        assert_eq!(marker["backend"], "cp");
-        assert_eq!(marker["attempts"], 1);
-        assert_eq!(marker["response"], "200 OK");
-        assert!(o.is_delivered("cp", KEY) && !o.is_pending("cp", KEY));
-        let loaded = o.load();
-        assert!(loaded.items.is_empty() && loaded.recovered.is_empty());
-    }
-
-    #[test]
-    fn a_dry_run_renames_the_pending_file_into_the_one_marker() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::new(dir.path());
-        o.save(&item("cp")).unwrap();
-        o.dry_run_done(&item("cp")).unwrap();
-        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.dryrun.json")]);
-        assert_eq!(read_json(&o.path("cp", KEY, DRY_RUN))["state"], "dryrun");
-        assert!(o.is_dry_run_done("cp", KEY) && !o.is_delivered("cp", KEY));
-        assert!(o.load().items.is_empty());
-    }
-
-    /// A crash between the two steps leaves the record in the pending
-    /// file: at start it is completed, not sent.
-    #[test]
-    fn a_record_left_in_the_pending_file_is_completed_not_sent() {
-        for (state, finished) in [(DELIVERED, "delivered"), (DRY_RUN, "dryrun")] {
-            let dir = tempfile::tempdir().unwrap();
-            let o = Outbox::new(dir.path());
-            o.save(&item("cp")).unwrap();
-            o.seal(&item("cp"), state, Some("200 OK")).unwrap();
-            assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.pending.json")]);
-            let loaded = o.load();
-            assert!(loaded.items.is_empty(), "{state}: {:?}", loaded.items);
-            assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-            assert_eq!(loaded.recovered.len(), 1, "{:?}", loaded.recovered);
-            assert!(loaded.recovered[0].contains(KEY), "{:?}", loaded.recovered);
-            assert_eq!(
-                files(dir.path(), "cp"),
-                [format!("{KEY}.{finished}.json")],
-                "{state}"
-            );
-            assert_eq!(read_json(&o.path("cp", KEY, state))["state"], state);
-        }
-    }
-
-    /// An older version wrote the marker, then removed the pending file;
-    /// a crash between the two left both.
-    #[test]
-    fn a_pending_item_beside_its_delivered_marker_is_removed_not_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::new(dir.path());
-        o.save(&item("cp")).unwrap();
-        o.save(&item("other")).unwrap();
-        let old_marker = br#"{"backend":"cp","idempotency_key":"1e8c33dd7095ff2762dabf641036fa26","attempts":1,"response":"200"}"#;
-        write_atomic(&o.path("cp", KEY, DELIVERED), old_marker).unwrap();
-        let loaded = o.load();
-        assert_eq!(
-            loaded.items,
-            vec![item("other")],
-            "only the undelivered one"
-        );
-        assert_eq!(loaded.recovered.len(), 1, "{:?}", loaded.recovered);
-        assert!(loaded.recovered[0].contains("outbox/cp/"));
-        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.delivered.json")]);
-        assert_eq!(
-            std::fs::read(o.path("cp", KEY, DELIVERED)).unwrap(),
-            old_marker,
-            "the marker is kept as it was"
-        );
-        assert_eq!(files(dir.path(), "other"), [format!("{KEY}.pending.json")]);
-    }
-
-    #[test]
-    fn an_unreadable_item_is_reported_and_left_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = Outbox::new(dir.path());
-        write_atomic(&o.path("cp", KEY, PENDING), b"{not json").unwrap();
-        let loaded = o.load();
-        assert!(loaded.items.is_empty());
-        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
-        assert!(loaded.errors[0].starts_with("corrupt outbox item "));
-        assert_eq!(files(dir.path(), "cp"), [format!("{KEY}.pending.json")]);
-    }
-}
+mod tests;
