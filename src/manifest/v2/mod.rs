@@ -85,8 +85,11 @@ pub(super) const LAYOUT_TAG: &[u8; 8] = b"DRFTLAY2";
 pub(super) const TAIL_TAG: &[u8; 8] = b"DRFTEND2";
 /// The fixed tail: magic, length, tag, offset.
 pub const TAIL_LEN: usize = 24;
-/// zstd level of every frame (see `format::compress`).
-pub(super) const ZSTD_LEVEL: i32 = 9;
+/// zstd level of every frame. Each block is compressed alone, so it cannot
+/// borrow from its neighbours as one stream does: level 13 keeps a manifest
+/// of 1M entries at 41.7 MB (level 9: 43.8 MB, above format 1's 43.3 MB),
+/// for about 10 ms of compression per block of 2,048 entries.
+pub(super) const ZSTD_LEVEL: i32 = 13;
 
 /// One block, as the index describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
