@@ -150,7 +150,8 @@ pub fn signature(secret: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String
 
 /// An error and its causes ("error sending request: ... invalid peer
 /// certificate: UnknownIssuer"): the outer message alone says too little.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// The guard's Prometheus client reports its errors the same way.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

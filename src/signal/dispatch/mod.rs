@@ -264,26 +264,16 @@ impl Dispatcher {
         let gated: Vec<&Item> = self.items.iter().filter(|i| self.gated(i)).collect();
         let (released, waiting): (Vec<&Item>, Vec<&Item>) =
             gated.into_iter().partition(|i| i.released_unix.is_some());
-        let released: Vec<(String, SignalEvent, String)> = released
-            .iter()
-            .map(|i| {
-                (
-                    i.signal.idempotency_key.clone(),
-                    event_of(&i.signal),
-                    i.signal.manifest_digest.clone(),
-                )
-            })
-            .collect();
-        let waiting: Vec<(String, SignalEvent, String)> = waiting
-            .iter()
-            .map(|i| {
-                (
-                    i.signal.idempotency_key.clone(),
-                    event_of(&i.signal),
-                    i.signal.manifest_digest.clone(),
-                )
-            })
-            .collect();
+        // Owned, so the guard can be borrowed mutably below.
+        let episode = |i: &&Item| -> (String, SignalEvent, String) {
+            (
+                i.signal.idempotency_key.clone(),
+                event_of(&i.signal),
+                i.signal.manifest_digest.clone(),
+            )
+        };
+        let released: Vec<_> = released.iter().map(episode).collect();
+        let waiting: Vec<_> = waiting.iter().map(episode).collect();
         for (key, event, digest) in released {
             self.guard.adopt_released(&key, event, &digest);
         }

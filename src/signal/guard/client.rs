@@ -14,6 +14,7 @@
 
 use super::query::{parse_answer, render, Answer, LookRequest};
 use super::spec::{check_url, Auth, GuardConfig};
+use crate::signal::webhook::error_chain;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -179,22 +180,6 @@ impl FleetQuery for PromClient {
     fn look<'a>(&'a self, req: &'a LookRequest) -> LookFuture<'a> {
         Box::pin(self.query(req))
     }
-}
-
-/// An error and its causes: "error sending request: ... Connection
-/// refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 #[cfg(test)]
