@@ -127,6 +127,24 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Read the frame of `len` bytes at `offset` and inflate it within `max`
+/// bytes; a frame longer than zstd could make of `max` bytes is refused
+/// unread.
+fn read_frame(
+    src: &dyn ReadAt,
+    offset: u64,
+    len: u64,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, ReadError> {
+    if len > (max + max / 128 + 1024) as u64 {
+        return Err(other(format!("{what}: frame too long")));
+    }
+    let mut z = vec![0u8; len as usize];
+    src.read_exact_at(&mut z, offset).map_err(ReadError::Io)?;
+    Ok(v2::inflate(&z, max, what)?)
+}
+
 fn other(m: impl Into<String>) -> ReadError {
     ReadError::Format(FormatError::Other(m.into()))
 }
@@ -195,16 +213,8 @@ impl Store {
             offsets.push(at);
             at += l;
         }
-        let read_frame = |i: usize, max: usize, what: &str| -> Result<Vec<u8>, ReadError> {
-            // A frame no longer than zstd could make of `max` bytes.
-            let bound = (max + max / 128 + 1024) as u64;
-            if frames[i] > bound {
-                return Err(other(format!("{what}: frame too long")));
-            }
-            let mut z = vec![0u8; frames[i] as usize];
-            src.read_exact_at(&mut z, offsets[i])
-                .map_err(ReadError::Io)?;
-            Ok(v2::inflate(&z, max, what)?)
+        let read_frame = |i: usize, max: usize, what: &str| {
+            read_frame(src.as_ref(), offsets[i], frames[i], max, what)
         };
         let header_text = read_frame(0, v2::MAX_HEADER_TEXT, "header")?;
         let header = v2::parse_header(&header_text)?;
@@ -299,14 +309,8 @@ impl Store {
                         return Ok(Block { all, range: 0..n });
                     }
                 }
-                let max = v2::MAX_BLOCK_TEXT;
-                if *len > (max + max / 128 + 1024) as u64 {
-                    return Err(other(format!("block {}: frame too long", i + 1)));
-                }
-                let mut z = vec![0u8; *len as usize];
-                src.read_exact_at(&mut z, *offset).map_err(ReadError::Io)?;
-                let text = v2::inflate(&z, max, &format!("block {}", i + 1))?;
-                drop(z);
+                let what = format!("block {}", i + 1);
+                let text = read_frame(src.as_ref(), *offset, *len, v2::MAX_BLOCK_TEXT, &what)?;
                 let meta = BlockMeta {
                     count: slot.count,
                     hash: *hash,

@@ -186,6 +186,21 @@ impl FleetQuery for PromClient {
 mod tests {
     use super::*;
 
+    /// The defaults, asking the Prometheus at `url`.
+    fn config(url: &str) -> GuardConfig {
+        GuardConfig {
+            prometheus_url: url.into(),
+            max_drifted: GuardConfig::MAX_DRIFTED,
+            settle: GuardConfig::SETTLE,
+            recheck: GuardConfig::RECHECK,
+            on_error: super::super::spec::OnError::Hold,
+            selector: None,
+            query: None,
+            ca_file: None,
+            auth: Auth::None,
+        }
+    }
+
     #[test]
     fn secret_files_are_one_trimmed_line() {
         use std::os::unix::fs::PermissionsExt;
@@ -244,17 +259,7 @@ mod tests {
                 "https://m.example/prometheus/api/v1/query",
             ),
         ] {
-            let cfg = GuardConfig {
-                prometheus_url: url.into(),
-                max_drifted: GuardConfig::MAX_DRIFTED,
-                settle: GuardConfig::SETTLE,
-                recheck: GuardConfig::RECHECK,
-                on_error: super::super::spec::OnError::Hold,
-                selector: None,
-                query: None,
-                ca_file: None,
-                auth: Auth::None,
-            };
+            let cfg = config(url);
             let c = PromClient::new(&cfg).unwrap();
             assert_eq!(c.endpoint.as_str(), want);
         }
@@ -268,17 +273,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let cfg = GuardConfig {
-            prometheus_url: format!("http://127.0.0.1:{port}"),
-            max_drifted: GuardConfig::MAX_DRIFTED,
-            settle: GuardConfig::SETTLE,
-            recheck: GuardConfig::RECHECK,
-            on_error: super::super::spec::OnError::Hold,
-            selector: None,
-            query: None,
-            ca_file: None,
-            auth: Auth::None,
-        };
+        let cfg = config(&format!("http://127.0.0.1:{port}"));
         let c = PromClient::new(&cfg).unwrap();
         let req = LookRequest {
             event: crate::verdict::SignalEvent::DriftDetected,
